@@ -1,0 +1,1 @@
+FROM docker.io/library/ubuntu:22.04

@@ -1,0 +1,1 @@
+FROM docker.io/jupyter/base-notebook:latest
