@@ -1,0 +1,118 @@
+// Package revision names builds: a short tag that identifies what an image
+// is built from, and the image reference it is pushed to.
+//
+// # What the tag identifies
+//
+// Tag hashes the normalized build inputs (see dockerfile.Normalize):
+//
+//   - the base image reference, fully qualified, so ubuntu and
+//     docker.io/library/ubuntu:latest are the same build;
+//   - the apt, conda and pip lists, each sorted with exact duplicates
+//     removed. Every package manager gets its whole list in one call and
+//     resolves it as a set, so reordering a list changes nothing in the
+//     image and must not cause a rebuild. The Dockerfile is rendered in that
+//     same order, so one tag always means one Dockerfile;
+//   - the package sources (apt mirror, pip indexes and trusted hosts, conda
+//     channels, in their order): another index can serve other files for
+//     the same requirement, so the image depends on them;
+//   - updateTime, the user's explicit "rebuild now".
+//
+// Not part of the identity:
+//
+//   - the pull and push secrets: rotating credentials must not rebuild
+//     every image;
+//   - the base image's configured user (Inputs.User). It is a property of
+//     the base image, already identified by its reference, and it is only
+//     known once the base image's configuration has been read, which may
+//     happen after the tag is needed to name the build;
+//   - the base image's digest behind a tag: a moved tag is picked up only
+//     through updateTime or a digest reference.
+//
+// # Stability
+//
+// The hash covers a versioned, length-prefixed encoding of plain strings,
+// independent of Go's map order, struct layout or encoders, so a tag stays
+// the same across Go and library versions. Changing what goes into the
+// identity means bumping encodingVersion, which renames every build once.
+package revision
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+
+	"github.com/containers/image/v5/docker/reference"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// TagLength is the number of hex digits in a tag (48 bits).
+const TagLength = 12
+
+const encodingVersion = "imagespec-revision/v1"
+
+// Tag returns the short lowercase hex tag identifying in and updateTime.
+// Callers validate in first; Tag itself never fails.
+func Tag(in dockerfile.Inputs, updateTime string) string {
+	n := dockerfile.Normalize(in)
+	h := sha256.New()
+	writeString(h, encodingVersion)
+	writeString(h, "baseImage")
+	writeString(h, n.BaseImage)
+	writeList(h, "apt", n.Packages.Apt)
+	writeList(h, "conda", n.Packages.Conda)
+	writeList(h, "pip", n.Packages.Pip)
+	writeString(h, "aptMirror")
+	writeString(h, n.Sources.AptMirror)
+	writeString(h, "pipIndexURL")
+	writeString(h, n.Sources.PipIndexURL)
+	writeList(h, "pipExtraIndexURLs", n.Sources.PipExtraIndexURLs)
+	writeList(h, "pipTrustedHosts", n.Sources.PipTrustedHosts)
+	writeList(h, "condaChannels", n.Sources.CondaChannels)
+	writeString(h, "updateTime")
+	writeString(h, updateTime)
+	return hex.EncodeToString(h.Sum(nil))[:TagLength]
+}
+
+// writeString writes len:bytes, so no two different sequences of strings
+// share an encoding.
+func writeString(h hash.Hash, s string) {
+	h.Write([]byte(strconv.Itoa(len(s)) + ":" + s))
+}
+
+func writeList(h hash.Hash, name string, list []string) {
+	writeString(h, name)
+	writeString(h, strconv.Itoa(len(list)))
+	for _, s := range list {
+		writeString(h, s)
+	}
+}
+
+// TargetImage returns <repoPrefix>/<name>:<tag>, fully qualified.
+// repoPrefix is a registry host with an optional path (localhost:5000/team,
+// gcr.io/my-private-repo) or a Docker Hub namespace; the registry is
+// recognized the way image references define it, so localhost:5000 stays
+// the registry.
+func TargetImage(repoPrefix, name, tag string) (string, error) {
+	if repoPrefix == "" {
+		return "", errors.New("target repository prefix is empty")
+	}
+	if strings.HasSuffix(repoPrefix, "/") || strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("target repository %q/%q: prefix and name are joined with a single '/'", repoPrefix, name)
+	}
+	named, err := reference.ParseNormalizedNamed(repoPrefix + "/" + name)
+	if err != nil {
+		return "", fmt.Errorf("target repository %q is not a valid image repository: %w", repoPrefix+"/"+name, err)
+	}
+	if !reference.IsNameOnly(named) {
+		return "", fmt.Errorf("target repository %q must not carry a tag or digest", repoPrefix+"/"+name)
+	}
+	tagged, err := reference.WithTag(named, tag)
+	if err != nil {
+		return "", fmt.Errorf("target tag %q: %w", tag, err)
+	}
+	return tagged.String(), nil
+}
