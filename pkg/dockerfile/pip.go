@@ -110,9 +110,18 @@ func (p *pep508) identifier() (string, bool) {
 	return id, true
 }
 
+// pip reads a bare name with one of these suffixes as a local archive path.
+var pipArchiveSuffixes = []string{".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma"}
+
 func (p *pep508) requirement() error {
-	if _, ok := p.identifier(); !ok {
+	name, ok := p.identifier()
+	if !ok {
 		return p.errorf("expected a project name (letters, digits, '.', '-', '_', starting and ending with a letter or digit)")
+	}
+	for _, suffix := range pipArchiveSuffixes {
+		if strings.HasSuffix(strings.ToLower(name), suffix) {
+			return &pep508Error{msg: "a name ending in " + suffix + " is read by pip as a local file; use name @ https://.../file" + suffix + " for an archive"}
+		}
 	}
 	p.wsp()
 	if p.peek() == '[' {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -248,7 +249,7 @@ func BenchmarkRender(b *testing.B) {
 	in := goldenCases[len(goldenCases)-1].in
 	in.Packages.Pip = append([]string{}, in.Packages.Pip...)
 	for i := 0; i < 50; i++ {
-		in.Packages.Pip = append(in.Packages.Pip, "package-"+strings.Repeat("x", i%7)+">=1.0,<2; python_version >= '3.8'")
+		in.Packages.Pip = append(in.Packages.Pip, "package-"+strconv.Itoa(i)+">=1.0,<2; python_version >= '3.8'")
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -101,6 +101,8 @@ func TestValidatePackagesRejects(t *testing.T) {
 		{"pip", "pkg @ https://example.com/x.whl ;", "marker variable"},
 		{"pip", "pkg @ https://example.com/x.whl python_version", "whitespace and ';'"},
 		{"pip", "./local/dir", "project name"},
+		{"pip", "pkg-1.0-py3-none-any.whl", "local file"},
+		{"pip", "pkg.tar.gz[extra]", "local file"},
 		{"pip", "requests>=2.31 # comment", "unexpected"},
 		// conda.
 		{"conda", "numpy>=", "version constraint"},
