@@ -1,0 +1,159 @@
+// Command controller runs the imagespec-controller: it watches ImageSpecs,
+// creates an ImageSpecJob for each revision and builds it with the
+// configured backend.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/config"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type flags struct {
+	kubeconfig, masterURL string
+	envFile               string
+	backendName           string
+	namespace             string
+	workers               int
+	qps                   float64
+	burst                 int
+
+	pushSecretName        string
+	useExistingPushSecret bool
+	buildTimeout          time.Duration
+	maxConcurrentBuilds   int
+	succeededHistory      int
+	failedHistory         int
+
+	aptMirror, pipIndexURL             string
+	pipExtraIndexURLs, pipTrustedHosts stringList
+	condaChannels                      stringList
+}
+
+func main() {
+	klog.InitFlags(nil)
+	var f flags
+	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig. Only required if out-of-cluster.")
+	flag.StringVar(&f.masterURL, "master", "", "The address of the Kubernetes API server. Overrides any value in kubeconfig. Only required if out-of-cluster.")
+	flag.StringVar(&f.envFile, "env-file", "", "A dotenv file with the PRIMEHUB_* settings (PrimeHub's .env). Environment variables override it.")
+	flag.StringVar(&f.backendName, "backend", "buildahpod", "Build backend: buildahpod (a buildah pod per build on the cluster) or inprocess (the buildah library inside this process).")
+	flag.StringVar(&f.namespace, "namespace", "", "Watch only this namespace; empty watches all.")
+	flag.IntVar(&f.workers, "workers", 8, "Workers per queue (ImageSpecs and ImageSpecJobs).")
+	flag.Float64Var(&f.qps, "kube-api-qps", 200, "Client-side limit on API requests per second; negative disables it.")
+	flag.IntVar(&f.burst, "kube-api-burst", 500, "Burst above --kube-api-qps.")
+	flag.StringVar(&f.pushSecretName, "push-secret-name", controller.DefaultPushSecretName, "The dockerconfigjson Secret with push credentials that build jobs reference.")
+	flag.BoolVar(&f.useExistingPushSecret, "use-existing-push-secret", false, "--push-secret-name names a Secret you manage in each namespace; the controller does not write it from the PRIMEHUB_CUSTOM_IMAGE_REGISTRY_* settings.")
+	flag.DurationVar(&f.buildTimeout, "build-timeout", time.Hour, "A job fails with reason Timeout when it has not finished this long after it was created (time spent queued or pending counts). 0 disables.")
+	flag.IntVar(&f.maxConcurrentBuilds, "max-concurrent-builds", 0, "At most this many builds run at once; the rest wait Pending with reason Queued. 0 means no limit.")
+	flag.IntVar(&f.succeededHistory, "succeeded-history-limit", 5, "Succeeded jobs kept per ImageSpec (the one that built status.image is always kept).")
+	flag.IntVar(&f.failedHistory, "failed-history-limit", 5, "Failed and cancelled jobs kept per ImageSpec.")
+	flag.StringVar(&f.aptMirror, "apt-mirror", "", "Replace the archive URL of base images' apt sources, for clusters without internet access.")
+	flag.StringVar(&f.pipIndexURL, "pip-index-url", "", "A PyPI-compatible index used instead of PyPI.")
+	flag.Var(&f.pipExtraIndexURLs, "pip-extra-index-url", "An extra pip index (repeatable).")
+	flag.Var(&f.pipTrustedHosts, "pip-trusted-host", "A host pip may reach without valid TLS (repeatable).")
+	flag.Var(&f.condaChannels, "conda-channel", "A conda channel searched before the defaults (repeatable, in order).")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := klog.FromContext(ctx)
+	if err := run(ctx, f); err != nil {
+		logger.Error(err, "Controller failed")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, f flags) error {
+	logger := klog.FromContext(ctx)
+	settings, err := loadSettings(f.envFile)
+	if err != nil {
+		return err
+	}
+	if !settings.FeatureEnabled {
+		// Idle but alive: a Deployment with the feature off must not crash-loop.
+		logger.Info("Custom image builds are disabled: set " + config.EnvFeatureCustomImage + "=true to enable them. Building nothing.")
+		<-ctx.Done()
+		return nil
+	}
+	sources := dockerfile.Sources{
+		AptMirror:         f.aptMirror,
+		PipIndexURL:       f.pipIndexURL,
+		PipExtraIndexURLs: f.pipExtraIndexURLs,
+		PipTrustedHosts:   f.pipTrustedHosts,
+		CondaChannels:     f.condaChannels,
+	}
+	if errs := dockerfile.ValidateSources(sources, nil); len(errs) > 0 {
+		return fmt.Errorf("package source flags: %v", errs.ToAggregate())
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags(f.masterURL, f.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("building kubeconfig: %w", err)
+	}
+	opts := app.Options{
+		Namespace: f.namespace,
+		Workers:   f.workers,
+		QPS:       float32(f.qps),
+		Burst:     f.burst,
+		Controller: controller.Options{
+			Registry:              settings.Registry,
+			PushSecretName:        f.pushSecretName,
+			ExistingPushSecret:    f.useExistingPushSecret,
+			Sources:               sources,
+			BuildTimeout:          f.buildTimeout,
+			MaxConcurrentBuilds:   f.maxConcurrentBuilds,
+			SucceededHistoryLimit: f.succeededHistory,
+			FailedHistoryLimit:    f.failedHistory,
+		},
+	}
+	clients, err := app.NewClients(restCfg, opts)
+	if err != nil {
+		return err
+	}
+	be, err := newBackend(ctx, f, clients, settings)
+	if err != nil {
+		return err
+	}
+	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix,
+		"registry", settings.Registry.Host, "authenticated", settings.Registry.HasCredentials())
+	return app.Run(ctx, clients, be, opts)
+}
+
+func loadSettings(envFile string) (config.Settings, error) {
+	lookup := config.Lookup(os.LookupEnv)
+	if envFile != "" {
+		vars, err := config.ReadEnvFile(envFile)
+		if err != nil {
+			return config.Settings{}, fmt.Errorf("--env-file: %w", err)
+		}
+		lookup = config.Layered(os.LookupEnv, config.MapLookup(vars))
+	}
+	return config.Load(lookup)
+}
+
+func newBackend(_ context.Context, f flags, _ *app.Clients, _ config.Settings) (backend.Backend, error) {
+	switch f.backendName {
+	default:
+		return nil, fmt.Errorf("--backend=%q: this build has no such backend", f.backendName)
+	}
+}

@@ -1,0 +1,45 @@
+package backend
+
+import (
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// Inputs maps API fields onto the renderer's inputs. The base image's user
+// is left empty: a backend resolves it from the pulled base image.
+func Inputs(baseImage string, p v1alpha1.Packages, s *v1alpha1.PackageSources) dockerfile.Inputs {
+	in := dockerfile.Inputs{
+		BaseImage: baseImage,
+		Packages:  dockerfile.Packages{Apt: p.Apt, Pip: p.Pip, Conda: p.Conda},
+	}
+	if s != nil {
+		in.Sources = dockerfile.Sources{
+			AptMirror:         s.AptMirror,
+			PipIndexURL:       s.PipIndexURL,
+			PipExtraIndexURLs: s.PipExtraIndexURLs,
+			PipTrustedHosts:   s.PipTrustedHosts,
+			CondaChannels:     s.CondaChannels,
+		}
+	}
+	return in
+}
+
+// JobInputs is Inputs for a job's spec.
+func JobInputs(job *v1alpha1.ImageSpecJob) dockerfile.Inputs {
+	return Inputs(job.Spec.BaseImage, job.Spec.Packages, job.Spec.PackageSources)
+}
+
+// SourcesToAPI records configured package sources on a job; nil when none
+// are set, so jobs of clusters with internet access stay short.
+func SourcesToAPI(s dockerfile.Sources) *v1alpha1.PackageSources {
+	if s.AptMirror == "" && s.PipIndexURL == "" && len(s.PipExtraIndexURLs) == 0 && len(s.PipTrustedHosts) == 0 && len(s.CondaChannels) == 0 {
+		return nil
+	}
+	return &v1alpha1.PackageSources{
+		AptMirror:         s.AptMirror,
+		PipIndexURL:       s.PipIndexURL,
+		PipExtraIndexURLs: s.PipExtraIndexURLs,
+		PipTrustedHosts:   s.PipTrustedHosts,
+		CondaChannels:     s.CondaChannels,
+	}
+}

@@ -1,0 +1,304 @@
+// Package controller turns ImageSpecs into ImageSpecJobs and ImageSpecJobs
+// into builds. It follows kubernetes/sample-controller: informer event
+// handlers only enqueue keys, two rate-limited workqueues (one per kind) feed
+// sync handlers that read through listers, never mutate cached objects, and
+// write status through the status subresource only when it changed.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/config"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	clientset "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
+	primehubscheme "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned/scheme"
+	informers "github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions/primehub/v1alpha1"
+	listers "github.com/imagespec/imagespec-controller/pkg/generated/listers/primehub/v1alpha1"
+)
+
+const (
+	// ComponentName is the event source and the managed-by label value.
+	ComponentName = "imagespec-controller"
+	// ManagedByLabel marks objects the controller owns besides jobs (push
+	// Secrets, build pods, ConfigMaps), so its informers watch only those.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ImageSpecLabel names a job's ImageSpec, for kubectl -l.
+	ImageSpecLabel = "primehub.io/imagespec"
+	// DefaultPushSecretName is the Secret the controller keeps in every
+	// namespace that builds, holding the registry credentials.
+	DefaultPushSecretName = "imagespec-push-credentials"
+
+	jobsByOwnerIndex = "imagespec-owner"
+)
+
+// ManagedSelector selects objects the controller owns; give it to the
+// informer factory used for Secrets (and for a backend's pods).
+func ManagedSelector() string { return ManagedByLabel + "=" + ComponentName }
+
+// Options configure the controller.
+type Options struct {
+	Registry config.Registry
+	// PushSecretName is the Secret holding push credentials. The controller
+	// writes it into every namespace that builds, unless ExistingPushSecret.
+	PushSecretName string
+	// ExistingPushSecret: PushSecretName names a Secret the user manages;
+	// the controller only references it.
+	ExistingPushSecret bool
+	// Sources are package sources for air-gapped clusters.
+	Sources dockerfile.Sources
+	// BuildTimeout counts from job creation, so time spent queued or
+	// waiting for a node counts. Zero means no timeout.
+	BuildTimeout time.Duration
+	// MaxConcurrentBuilds bounds running builds; the rest wait, Pending
+	// with reason Queued. Zero means no limit.
+	MaxConcurrentBuilds int
+	// SucceededHistoryLimit and FailedHistoryLimit are how many finished
+	// jobs to keep per ImageSpec (Cancelled counts as failed).
+	SucceededHistoryLimit int
+	FailedHistoryLimit    int
+}
+
+// Controller is the ImageSpec and ImageSpecJob controller.
+type Controller struct {
+	kube    kubernetes.Interface
+	client  clientset.Interface
+	backend backend.Backend
+	opts    Options
+
+	specLister   listers.ImageSpecLister
+	jobLister    listers.ImageSpecJobLister
+	jobIndexer   cache.Indexer
+	secretLister corelisters.SecretLister
+	synced       []cache.InformerSynced
+
+	specQueue workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	jobQueue  workqueue.TypedRateLimitingInterface[cache.ObjectName]
+
+	recorder record.EventRecorder
+	slots    *buildSlots
+	now      func() time.Time
+}
+
+// New wires the controller to its informers. secretInformer must come from a
+// factory restricted to ManagedSelector(); it may be nil when
+// opts.ExistingPushSecret is set.
+func New(ctx context.Context,
+	kube kubernetes.Interface,
+	client clientset.Interface,
+	specInformer informers.ImageSpecInformer,
+	jobInformer informers.ImageSpecJobInformer,
+	secretInformer coreinformers.SecretInformer,
+	be backend.Backend,
+	opts Options,
+) (*Controller, error) {
+	logger := klog.FromContext(ctx)
+	if opts.PushSecretName == "" {
+		opts.PushSecretName = DefaultPushSecretName
+	}
+	utilruntime.Must(primehubscheme.AddToScheme(scheme.Scheme))
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(0)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ComponentName})
+
+	rateLimiter := func() workqueue.TypedRateLimiter[cache.ObjectName] {
+		return workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](5*time.Millisecond, 5*time.Minute)
+	}
+	c := &Controller{
+		kube:       kube,
+		client:     client,
+		backend:    be,
+		opts:       opts,
+		specLister: specInformer.Lister(),
+		jobLister:  jobInformer.Lister(),
+		jobIndexer: jobInformer.Informer().GetIndexer(),
+		specQueue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(),
+			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "ImageSpecs"}),
+		jobQueue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(),
+			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "ImageSpecJobs"}),
+		recorder: recorder,
+		slots:    newBuildSlots(opts.MaxConcurrentBuilds),
+		now:      time.Now,
+	}
+	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
+	if secretInformer != nil {
+		c.secretLister = secretInformer.Lister()
+		c.synced = append(c.synced, secretInformer.Informer().HasSynced)
+	} else if !opts.ExistingPushSecret && opts.Registry.HasCredentials() {
+		return nil, fmt.Errorf("a Secret informer is needed to manage the push Secret")
+	}
+
+	if err := jobInformer.Informer().AddIndexers(cache.Indexers{jobsByOwnerIndex: indexJobByOwner}); err != nil {
+		return nil, err
+	}
+
+	logger.Info("Setting up event handlers")
+	if _, err := specInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: c.enqueueSpec,
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			if sameVersion(oldObj, newObj) {
+				return
+			}
+			c.enqueueSpec(newObj)
+		},
+		DeleteFunc: c.enqueueSpec,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := jobInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: c.handleJob,
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			if sameVersion(oldObj, newObj) {
+				return
+			}
+			c.handleJob(newObj)
+		},
+		DeleteFunc: c.handleJob,
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func sameVersion(oldObj, newObj interface{}) bool {
+	o, ok1 := oldObj.(metav1.Object)
+	n, ok2 := newObj.(metav1.Object)
+	return ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion()
+}
+
+func indexJobByOwner(obj interface{}) ([]string, error) {
+	job, ok := obj.(*v1alpha1.ImageSpecJob)
+	if !ok {
+		return nil, nil
+	}
+	if ref := metav1.GetControllerOf(job); ref != nil && ref.Kind == "ImageSpec" {
+		return []string{job.Namespace + "/" + ref.Name}, nil
+	}
+	return nil, nil
+}
+
+func (c *Controller) enqueueSpec(obj interface{}) {
+	if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+		c.specQueue.Add(name)
+	} else {
+		utilruntime.HandleError(err)
+	}
+}
+
+func (c *Controller) enqueueJob(obj interface{}) {
+	if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+		c.jobQueue.Add(name)
+	} else {
+		utilruntime.HandleError(err)
+	}
+}
+
+// handleJob syncs the job and the ImageSpec that owns it, whose status
+// follows its newest job.
+func (c *Controller) handleJob(obj interface{}) {
+	c.enqueueJob(obj)
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	job, ok := obj.(*v1alpha1.ImageSpecJob)
+	if !ok {
+		return
+	}
+	if ref := metav1.GetControllerOf(job); ref != nil && ref.Kind == "ImageSpec" {
+		c.specQueue.Add(cache.NewObjectName(job.Namespace, ref.Name))
+	}
+}
+
+// notifyJob is the backend's callback.
+func (c *Controller) notifyJob(key string) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.jobQueue.Add(cache.NewObjectName(ns, name))
+}
+
+// Run starts the backend and the workers, and blocks until ctx is done.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	defer utilruntime.HandleCrash()
+	defer c.specQueue.ShutDown()
+	defer c.jobQueue.ShutDown()
+	logger := klog.FromContext(ctx)
+
+	logger.Info("Starting ImageSpec controller", "backend", c.backend.Name())
+	if ok := cache.WaitForCacheSync(ctx.Done(), c.synced...); !ok {
+		return fmt.Errorf("failed to wait for caches to sync")
+	}
+	if err := c.backend.Run(ctx, c.notifyJob); err != nil {
+		return fmt.Errorf("starting the %s backend: %w", c.backend.Name(), err)
+	}
+	// Builds started before a restart hold their slots again before any
+	// new build may take one.
+	jobs, err := c.jobLister.List(everything())
+	if err != nil {
+		return err
+	}
+	for _, job := range jobs {
+		if started(job) && !job.Status.Phase.IsFinal() {
+			c.slots.hold(keyOf(job))
+		}
+	}
+	if err := c.refreshPushSecrets(ctx); err != nil {
+		logger.Error(err, "Refreshing push Secrets; will retry before each build")
+	}
+
+	logger.Info("Starting workers", "count", workers)
+	for i := 0; i < workers; i++ {
+		go wait.UntilWithContext(ctx, func(ctx context.Context) { c.runWorker(ctx, c.specQueue, c.syncImageSpec) }, time.Second)
+		go wait.UntilWithContext(ctx, func(ctx context.Context) { c.runWorker(ctx, c.jobQueue, c.syncJob) }, time.Second)
+	}
+	logger.Info("Started workers")
+	<-ctx.Done()
+	logger.Info("Shutting down workers")
+	return nil
+}
+
+func (c *Controller) runWorker(ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) {
+	for c.processNextItem(ctx, queue, sync) {
+	}
+}
+
+func (c *Controller) processNextItem(ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) bool {
+	key, shutdown := queue.Get()
+	if shutdown {
+		return false
+	}
+	defer queue.Done(key)
+	logger := klog.LoggerWithValues(klog.FromContext(ctx), "key", key.String())
+	err := sync(klog.NewContext(ctx, logger), key)
+	if err == nil {
+		queue.Forget(key)
+		return true
+	}
+	utilruntime.HandleErrorWithContext(ctx, err, "Error syncing; requeuing for later retry", "key", key)
+	queue.AddRateLimited(key)
+	return true
+}
+
+// Recorder exposes the event recorder (the backends report through it too).
+func (c *Controller) Recorder() record.EventRecorder { return c.recorder }

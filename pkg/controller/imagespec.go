@@ -1,0 +1,325 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/containers/image/v5/docker/reference"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
+)
+
+func everything() labels.Selector { return labels.Everything() }
+
+func keyOf(job *v1alpha1.ImageSpecJob) cache.ObjectName {
+	return cache.NewObjectName(job.Namespace, job.Name)
+}
+
+// desiredRevision is what the current spec of an ImageSpec builds.
+type desiredRevision struct {
+	tag, jobName, targetImage string
+	sources                   *v1alpha1.PackageSources
+}
+
+// revisionOf validates spec and works out its revision. Errors carry field
+// paths (spec.packages.pip[1]: ...).
+func (c *Controller) revisionOf(spec *v1alpha1.ImageSpec) (desiredRevision, field.ErrorList) {
+	specPath := field.NewPath("spec")
+	in := backend.Inputs(spec.Spec.BaseImage, spec.Spec.Packages, backend.SourcesToAPI(c.opts.Sources))
+	var errs field.ErrorList
+	errs = append(errs, dockerfile.ValidateBaseImage(in.BaseImage, specPath.Child("baseImage"))...)
+	errs = append(errs, dockerfile.ValidatePackages(in.Packages, specPath.Child("packages"))...)
+	if spec.Spec.PullSecret != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(spec.Spec.PullSecret) {
+			errs = append(errs, field.Invalid(specPath.Child("pullSecret"), spec.Spec.PullSecret, msg))
+		}
+	}
+	if len(errs) > 0 {
+		return desiredRevision{}, errs
+	}
+	tag := revision.Tag(in, spec.Spec.UpdateTime)
+	target, err := revision.TargetImage(c.opts.Registry.RepoPrefix, spec.Name, tag)
+	if err != nil {
+		return desiredRevision{}, field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), spec.Name,
+			fmt.Sprintf("does not make a valid image name under %q: %v", c.opts.Registry.RepoPrefix, err))}
+	}
+	return desiredRevision{
+		tag:         tag,
+		jobName:     JobName(spec.Name, tag),
+		targetImage: target,
+		sources:     backend.SourcesToAPI(c.opts.Sources),
+	}, nil
+}
+
+// JobName is the deterministic name of the job that builds revision tag of
+// the ImageSpec name, so retries and restarts never create a second job.
+// Names too long for an object name keep their tail unique with a hash.
+func JobName(specName, tag string) string {
+	name := specName + "-" + tag
+	if len(name) <= validation.DNS1123SubdomainMaxLength {
+		return name
+	}
+	sum := sha256.Sum256([]byte(specName))
+	keep := validation.DNS1123SubdomainMaxLength - len(tag) - 10
+	return strings.TrimRight(specName[:keep], "-.") + "-" + hex.EncodeToString(sum[:])[:8] + "-" + tag
+}
+
+func (c *Controller) jobsOf(spec *v1alpha1.ImageSpec) ([]*v1alpha1.ImageSpecJob, error) {
+	objs, err := c.jobIndexer.ByIndex(jobsByOwnerIndex, spec.Namespace+"/"+spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	jobs := make([]*v1alpha1.ImageSpecJob, 0, len(objs))
+	for _, o := range objs {
+		job := o.(*v1alpha1.ImageSpecJob)
+		// A job left by an earlier ImageSpec of the same name is not ours.
+		if ref := metav1.GetControllerOf(job); ref != nil && ref.UID == spec.UID {
+			jobs = append(jobs, job)
+		}
+	}
+	return jobs, nil
+}
+
+func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) error {
+	logger := klog.FromContext(ctx)
+	spec, err := c.specLister.ImageSpecs(key.Namespace).Get(key.Name)
+	if apierrors.IsNotFound(err) {
+		// Its jobs are garbage-collected through their ownerReferences.
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	jobs, err := c.jobsOf(spec)
+	if err != nil {
+		return err
+	}
+
+	status := spec.Status.DeepCopy()
+	status.ObservedGeneration = spec.Generation
+
+	rev, errs := c.revisionOf(spec)
+	if len(errs) > 0 {
+		msg := errs.ToAggregate().Error()
+		status.Phase = v1alpha1.JobFailed
+		status.JobName = ""
+		status.Revision = ""
+		changed := setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSpec, msg, spec.Generation)
+		if changed {
+			c.recorder.Event(spec, corev1.EventTypeWarning, v1alpha1.ReasonInvalidSpec, msg)
+		}
+		c.supersedeOthers(jobs, "")
+		// No retry: nothing changes until the spec does.
+		return c.updateSpecStatus(ctx, spec, status)
+	}
+
+	var job *v1alpha1.ImageSpecJob
+	for _, j := range jobs {
+		if j.Name == rev.jobName {
+			job = j
+		}
+	}
+	if job == nil {
+		job, err = c.createJob(ctx, spec, rev)
+		if err != nil {
+			return err
+		}
+	}
+	c.supersedeOthers(jobs, rev.jobName)
+
+	status.JobName = job.Name
+	status.Revision = rev.tag
+	status.Phase = job.Status.Phase
+	if status.Phase == "" {
+		status.Phase = v1alpha1.JobPending
+	}
+	switch job.Status.Phase {
+	case v1alpha1.JobSucceeded:
+		status.Image = job.Status.Image
+		status.PinnedImage = pinned(job.Status.Image, job.Status.Digest)
+		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded,
+			fmt.Sprintf("%s is built from the current spec", job.Status.Image), spec.Generation)
+	case v1alpha1.JobFailed, v1alpha1.JobCancelled:
+		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, job.Status.Reason,
+			fmt.Sprintf("job %s: %s", job.Name, job.Status.Message), spec.Generation)
+	default:
+		reason := job.Status.Reason
+		if reason == "" {
+			reason = v1alpha1.ReasonQueued
+		}
+		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, reason,
+			fmt.Sprintf("job %s is building the current spec", job.Name), spec.Generation)
+	}
+
+	if err := c.pruneHistory(ctx, spec, jobs, job.Name, status.Image); err != nil {
+		logger.Error(err, "Pruning job history")
+	}
+	return c.updateSpecStatus(ctx, spec, status)
+}
+
+func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision) (*v1alpha1.ImageSpecJob, error) {
+	job := &v1alpha1.ImageSpecJob{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            rev.jobName,
+			Namespace:       spec.Namespace,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(spec, v1alpha1.SchemeGroupVersion.WithKind("ImageSpec"))},
+		},
+		Spec: v1alpha1.ImageSpecJobSpec{
+			BaseImage:      spec.Spec.BaseImage,
+			PullSecret:     spec.Spec.PullSecret,
+			Packages:       *spec.Spec.Packages.DeepCopy(),
+			PackageSources: rev.sources,
+			TargetImage:    rev.targetImage,
+			PushSecret:     c.pushSecretName(),
+			RepoPrefix:     c.opts.Registry.RepoPrefix,
+			UpdateTime:     spec.Spec.UpdateTime,
+		},
+	}
+	if len(validation.IsValidLabelValue(spec.Name)) == 0 {
+		job.Labels = map[string]string{ImageSpecLabel: spec.Name}
+	}
+	created, err := c.client.PrimehubV1alpha1().ImageSpecJobs(spec.Namespace).Create(ctx, job, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		// Created by an earlier attempt whose informer event has not
+		// arrived yet, or by someone else: only adopt our own.
+		existing, getErr := c.client.PrimehubV1alpha1().ImageSpecJobs(spec.Namespace).Get(ctx, rev.jobName, metav1.GetOptions{})
+		if getErr != nil {
+			return nil, getErr
+		}
+		if ref := metav1.GetControllerOf(existing); ref == nil || ref.UID != spec.UID {
+			msg := fmt.Sprintf("ImageSpecJob %s exists and is not owned by this ImageSpec; delete it to build", rev.jobName)
+			c.recorder.Event(spec, corev1.EventTypeWarning, "JobNameTaken", msg)
+			return nil, fmt.Errorf("%s", msg)
+		}
+		return existing, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.recorder.Eventf(spec, corev1.EventTypeNormal, "JobCreated", "Created ImageSpecJob %s to build %s", created.Name, created.Spec.TargetImage)
+	return created, nil
+}
+
+// supersedeOthers wakes every unfinished job that no longer builds the
+// current spec; its sync cancels it with reason Superseded.
+func (c *Controller) supersedeOthers(jobs []*v1alpha1.ImageSpecJob, current string) {
+	for _, j := range jobs {
+		if j.Name != current && !j.Status.Phase.IsFinal() {
+			c.jobQueue.Add(keyOf(j))
+		}
+	}
+}
+
+func pinned(image, digest string) string {
+	if image == "" || digest == "" {
+		return ""
+	}
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return ""
+	}
+	return reference.TrimNamed(named).String() + "@" + digest
+}
+
+// pruneHistory deletes finished jobs beyond the history limits, oldest
+// first. The current job and the job that built status.image are kept.
+func (c *Controller) pruneHistory(ctx context.Context, spec *v1alpha1.ImageSpec, jobs []*v1alpha1.ImageSpecJob, current, image string) error {
+	var succeeded, failed []*v1alpha1.ImageSpecJob
+	for _, j := range jobs {
+		if j.Name == current || j.DeletionTimestamp != nil {
+			continue
+		}
+		switch j.Status.Phase {
+		case v1alpha1.JobSucceeded:
+			if image != "" && j.Status.Image == image {
+				continue
+			}
+			succeeded = append(succeeded, j)
+		case v1alpha1.JobFailed, v1alpha1.JobCancelled:
+			failed = append(failed, j)
+		}
+	}
+	var errs []error
+	for _, group := range []struct {
+		jobs  []*v1alpha1.ImageSpecJob
+		limit int
+	}{{succeeded, c.opts.SucceededHistoryLimit}, {failed, c.opts.FailedHistoryLimit}} {
+		if group.limit < 0 || len(group.jobs) <= group.limit {
+			continue
+		}
+		sort.Slice(group.jobs, func(i, k int) bool { return newerThan(group.jobs[i], group.jobs[k]) })
+		for _, j := range group.jobs[group.limit:] {
+			uid := j.UID
+			err := c.client.PrimehubV1alpha1().ImageSpecJobs(j.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{
+				Preconditions: &metav1.Preconditions{UID: &uid},
+			})
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+				continue
+			}
+			klog.FromContext(ctx).V(2).Info("Deleted old job", "job", j.Name, "phase", j.Status.Phase)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("deleting old jobs of %s/%s: %v", spec.Namespace, spec.Name, errs)
+	}
+	return nil
+}
+
+func finishedAt(j *v1alpha1.ImageSpecJob) metav1.Time {
+	if j.Status.FinishTime != nil {
+		return *j.Status.FinishTime
+	}
+	return j.CreationTimestamp
+}
+
+func newerThan(a, b *v1alpha1.ImageSpecJob) bool {
+	ta, tb := finishedAt(a), finishedAt(b)
+	if !ta.Equal(&tb) {
+		return tb.Before(&ta)
+	}
+	return a.Name > b.Name
+}
+
+func (c *Controller) updateSpecStatus(ctx context.Context, spec *v1alpha1.ImageSpec, status *v1alpha1.ImageSpecStatus) error {
+	if equality.Semantic.DeepEqual(&spec.Status, status) {
+		return nil
+	}
+	updated := spec.DeepCopy()
+	updated.Status = *status
+	_, err := c.client.PrimehubV1alpha1().ImageSpecs(spec.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+	return err
+}
+
+// setCondition sets a condition and reports whether anything but the
+// observed generation changed. The transition time moves only when the
+// status does, as metav1.Condition prescribes.
+func setCondition(conds *[]metav1.Condition, typ string, status metav1.ConditionStatus, reason, msg string, gen int64) bool {
+	if reason == "" {
+		reason = "Unknown"
+	}
+	old := meta.FindStatusCondition(*conds, typ)
+	changed := old == nil || old.Status != status || old.Reason != reason || old.Message != msg
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+	})
+	return changed
+}

@@ -1,0 +1,297 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// started reports whether a backend was asked to build the job.
+func started(job *v1alpha1.ImageSpecJob) bool { return job.Status.Backend != "" }
+
+func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
+	logger := klog.FromContext(ctx)
+	job, err := c.jobLister.ImageSpecJobs(key.Namespace).Get(key.Name)
+	if apierrors.IsNotFound(err) {
+		// Deleted: stop whatever still builds it and free its slot.
+		gone := &v1alpha1.ImageSpecJob{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+		if err := c.backend.Cancel(ctx, gone); err != nil {
+			return err
+		}
+		c.releaseSlot(key)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if job.Status.Phase.IsFinal() {
+		c.releaseSlot(key)
+		return nil
+	}
+
+	now := c.now()
+	switch {
+	case job.Spec.Cancel:
+		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonCancelled, "Cancelled: spec.cancel is true")
+	case c.supersededBy(job) != "":
+		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonSuperseded,
+			fmt.Sprintf("Superseded: the ImageSpec changed; job %s builds the current spec", c.supersededBy(job)))
+	case c.opts.BuildTimeout > 0 && !now.Before(job.CreationTimestamp.Add(c.opts.BuildTimeout)):
+		return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonTimeout, c.timeoutMessage(job, now))
+	}
+
+	status := job.Status.DeepCopy()
+	status.ObservedGeneration = job.Generation
+	if !started(job) {
+		if errs := validateJob(job); len(errs) > 0 {
+			return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonInvalidSpec, errs.ToAggregate().Error())
+		}
+		if !c.slots.acquire(key) {
+			status.Phase = v1alpha1.JobPending
+			status.Reason = v1alpha1.ReasonQueued
+			status.Message = fmt.Sprintf("Waiting for a free build slot: %d builds are running (limit %d)", c.slots.inUse(), c.opts.MaxConcurrentBuilds)
+			setCondition(&status.Conditions, v1alpha1.ConditionSucceeded, metav1.ConditionUnknown, v1alpha1.ReasonQueued, status.Message, job.Generation)
+			c.requeueAtDeadline(job, now)
+			return c.updateJobStatus(ctx, job, status)
+		}
+		if err := c.ensurePushSecret(ctx, job.Namespace); err != nil {
+			c.releaseSlot(key)
+			return err
+		}
+	}
+
+	bs, err := c.backend.Ensure(ctx, job)
+	if err != nil {
+		if !started(job) {
+			c.releaseSlot(key)
+		}
+		return fmt.Errorf("%s backend: %w", c.backend.Name(), err)
+	}
+	applyBackendStatus(status, bs, job, c.backend.Name(), now)
+	if err := c.updateJobStatus(ctx, job, status); err != nil {
+		return err
+	}
+	c.recordTransition(job, status)
+	if status.Phase.IsFinal() {
+		c.releaseSlot(key)
+		logger.V(2).Info("Build finished", "phase", status.Phase, "reason", status.Reason)
+		return nil
+	}
+	c.requeueAtDeadline(job, now)
+	return nil
+}
+
+// validateJob checks a job's build inputs; jobs are usually made by the
+// controller from a valid spec, but a user may create one directly.
+func validateJob(job *v1alpha1.ImageSpecJob) field.ErrorList {
+	specPath := field.NewPath("spec")
+	in := backend.JobInputs(job)
+	errs := dockerfile.ValidateBaseImage(in.BaseImage, specPath.Child("baseImage"))
+	errs = append(errs, dockerfile.ValidatePackages(in.Packages, specPath.Child("packages"))...)
+	errs = append(errs, dockerfile.ValidateSources(in.Sources, specPath.Child("packageSources"))...)
+	return errs
+}
+
+func applyBackendStatus(status *v1alpha1.ImageSpecJobStatus, bs backend.Status, job *v1alpha1.ImageSpecJob, backendName string, now time.Time) {
+	status.Backend = backendName
+	status.Phase = bs.Phase
+	status.Reason = bs.Reason
+	status.Message = bs.Message
+	if bs.StartTime != nil && status.StartTime == nil {
+		status.StartTime = bs.StartTime.DeepCopy()
+	}
+	if bs.PodName != "" {
+		status.PodName = bs.PodName
+	}
+	if bs.BaseImageDigest != "" {
+		status.BaseImageDigest = bs.BaseImageDigest
+	}
+	if bs.LogTail != "" {
+		status.LogTail = truncateTail(bs.LogTail, v1alpha1.MaxLogTailBytes)
+	}
+	cond := metav1.ConditionUnknown
+	switch bs.Phase {
+	case v1alpha1.JobSucceeded:
+		status.Image = job.Spec.TargetImage
+		status.Digest = bs.Digest
+		if status.Reason == "" {
+			status.Reason = v1alpha1.ReasonSucceeded
+		}
+		if status.Message == "" {
+			status.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, bs.Digest)
+		}
+		cond = metav1.ConditionTrue
+	case v1alpha1.JobFailed:
+		if status.Reason == "" {
+			status.Reason = v1alpha1.ReasonBuildFailed
+		}
+		cond = metav1.ConditionFalse
+	case v1alpha1.JobRunning:
+		if status.Reason == "" {
+			status.Reason = v1alpha1.ReasonBuilding
+		}
+	}
+	if status.Phase.IsFinal() && status.FinishTime == nil {
+		t := metav1.NewTime(now)
+		status.FinishTime = &t
+	}
+	setCondition(&status.Conditions, v1alpha1.ConditionSucceeded, cond, status.Reason, status.Message, job.Generation)
+}
+
+// stopJob cancels the build, if any, and records a final phase. The job
+// object stays, so its history is kept.
+func (c *Controller) stopJob(ctx context.Context, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason, msg string) error {
+	if err := c.backend.Cancel(ctx, job); err != nil {
+		return fmt.Errorf("%s backend: cancelling: %w", c.backend.Name(), err)
+	}
+	status := job.Status.DeepCopy()
+	status.ObservedGeneration = job.Generation
+	status.Phase = phase
+	status.Reason = reason
+	status.Message = msg
+	now := metav1.NewTime(c.now())
+	status.FinishTime = &now
+	cond := metav1.ConditionFalse
+	setCondition(&status.Conditions, v1alpha1.ConditionSucceeded, cond, reason, msg, job.Generation)
+	if err := c.updateJobStatus(ctx, job, status); err != nil {
+		return err
+	}
+	c.recordTransition(job, status)
+	c.releaseSlot(keyOf(job))
+	return nil
+}
+
+// supersededBy returns the job that builds the owner's current spec when
+// that is not job, or "".
+func (c *Controller) supersededBy(job *v1alpha1.ImageSpecJob) string {
+	ref := metav1.GetControllerOf(job)
+	if ref == nil || ref.Kind != "ImageSpec" {
+		return ""
+	}
+	spec, err := c.specLister.ImageSpecs(job.Namespace).Get(ref.Name)
+	if err != nil || spec.UID != ref.UID {
+		return ""
+	}
+	rev, errs := c.revisionOf(spec)
+	if len(errs) > 0 || rev.jobName == job.Name {
+		return ""
+	}
+	return rev.jobName
+}
+
+func (c *Controller) timeoutMessage(job *v1alpha1.ImageSpecJob, now time.Time) string {
+	created := job.CreationTimestamp.Time
+	if job.Status.StartTime == nil {
+		return fmt.Sprintf("Timed out: not finished %s after the job was created (limit %s); it never started running (still %s)",
+			now.Sub(created).Round(time.Second), c.opts.BuildTimeout, reasonOr(job.Status.Reason, "Pending"))
+	}
+	start := job.Status.StartTime.Time
+	return fmt.Sprintf("Timed out: not finished %s after the job was created (limit %s): %s waiting, %s running",
+		now.Sub(created).Round(time.Second), c.opts.BuildTimeout, start.Sub(created).Round(time.Second), now.Sub(start).Round(time.Second))
+}
+
+func reasonOr(reason, fallback string) string {
+	if reason == "" {
+		return fallback
+	}
+	return reason
+}
+
+// requeueAtDeadline makes the job's timeout fire without polling.
+func (c *Controller) requeueAtDeadline(job *v1alpha1.ImageSpecJob, now time.Time) {
+	if c.opts.BuildTimeout <= 0 {
+		return
+	}
+	c.jobQueue.AddAfter(keyOf(job), job.CreationTimestamp.Add(c.opts.BuildTimeout).Sub(now)+10*time.Millisecond)
+}
+
+func (c *Controller) updateJobStatus(ctx context.Context, job *v1alpha1.ImageSpecJob, status *v1alpha1.ImageSpecJobStatus) error {
+	if equality.Semantic.DeepEqual(&job.Status, status) {
+		return nil
+	}
+	updated := job.DeepCopy()
+	updated.Status = *status
+	_, err := c.client.PrimehubV1alpha1().ImageSpecJobs(job.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+	return err
+}
+
+// recordTransition emits one event per phase change.
+func (c *Controller) recordTransition(job *v1alpha1.ImageSpecJob, status *v1alpha1.ImageSpecJobStatus) {
+	if job.Status.Phase == status.Phase && job.Status.Reason == status.Reason {
+		return
+	}
+	switch status.Phase {
+	case v1alpha1.JobPending:
+		if status.Reason == v1alpha1.ReasonQueued {
+			c.recorder.Event(job, corev1.EventTypeNormal, "BuildQueued", status.Message)
+		}
+	case v1alpha1.JobRunning:
+		c.recorder.Eventf(job, corev1.EventTypeNormal, "BuildStarted", "Building %s with the %s backend", job.Spec.TargetImage, status.Backend)
+	case v1alpha1.JobSucceeded:
+		c.recorder.Event(job, corev1.EventTypeNormal, "BuildSucceeded", status.Message)
+	case v1alpha1.JobFailed:
+		c.recorder.Eventf(job, corev1.EventTypeWarning, "BuildFailed", "%s: %s", status.Reason, status.Message)
+	case v1alpha1.JobCancelled:
+		c.recorder.Eventf(job, corev1.EventTypeNormal, "BuildCancelled", "%s: %s", status.Reason, status.Message)
+	}
+}
+
+// releaseSlot frees the job's build slot and wakes the jobs waiting for one,
+// oldest first.
+func (c *Controller) releaseSlot(key cache.ObjectName) {
+	if !c.slots.release(key) || c.opts.MaxConcurrentBuilds <= 0 {
+		return
+	}
+	jobs, err := c.jobLister.List(everything())
+	if err != nil {
+		return
+	}
+	var waiting []*v1alpha1.ImageSpecJob
+	for _, j := range jobs {
+		if !started(j) && !j.Status.Phase.IsFinal() {
+			waiting = append(waiting, j)
+		}
+	}
+	sort.Slice(waiting, func(i, k int) bool {
+		ti, tk := waiting[i].CreationTimestamp, waiting[k].CreationTimestamp
+		if !ti.Equal(&tk) {
+			return ti.Before(&tk)
+		}
+		return waiting[i].Name < waiting[k].Name
+	})
+	for _, j := range waiting {
+		c.jobQueue.Add(keyOf(j))
+	}
+}
+
+// truncateTail keeps the last max bytes of s, cut at a line (or at least a
+// rune) boundary so the tail stays valid UTF-8.
+func truncateTail(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[len(s)-max:]
+	for i := 0; i < len(s) && i < 256; i++ {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	for len(s) > 0 && !utf8.RuneStart(s[0]) {
+		s = s[1:]
+	}
+	return s
+}
