@@ -1,0 +1,150 @@
+package pypi
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/registry"
+)
+
+var testPackages = []Package{
+	{Name: "Greet_Tool", Version: "1.0"},
+	{Name: "Greet_Tool", Version: "2.0", Requires: []string{"tiny-util>=0.2"}, Files: map[string]string{
+		"greet_tool/__init__.py": "from tiny_util import shout\n__version__ = '2.0'\ndef hello():\n    return shout('hello')\n",
+	}},
+	{Name: "tiny-util", Version: "0.1"},
+	{Name: "tiny-util", Version: "0.3", Files: map[string]string{
+		"tiny_util/__init__.py": "__version__ = '0.3'\ndef shout(s):\n    return s.upper()\n",
+	}},
+}
+
+func TestIndexPages(t *testing.T) {
+	ix, err := New(testPackages...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(ix.URL()); code != 200 || !strings.Contains(body, `href="/simple/greet-tool/"`) {
+		t.Errorf("root: %d %s", code, body)
+	}
+	code, body := get(ix.URL() + "greet-tool/")
+	if code != 200 || !strings.Contains(body, "Greet_Tool-2.0-py3-none-any.whl#sha256=") {
+		t.Errorf("project page: %d %s", code, body)
+	}
+	// Unnormalized names are redirected to the normalized page.
+	if code, body := get(ix.URL() + "GREET.tool"); code != 200 || !strings.Contains(body, "Greet_Tool-1.0") {
+		t.Errorf("unnormalized: %d %s", code, body)
+	}
+	if code, _ := get(ix.URL() + "missing/"); code != 404 {
+		t.Errorf("missing project: %d", code)
+	}
+}
+
+// pip in a venv on this machine installs from the index, resolving a
+// dependency from it too.
+func TestPipInstallsFromIndex(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		if err := registry.EnsureTools(context.Background(), "python3"); err != nil {
+			t.Fatal(err)
+		}
+		python = "python3"
+	}
+	ix, err := New(testPackages...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	venv := filepath.Join(t.TempDir(), "venv")
+	run := func(name string, args ...string) string {
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "PIP_CONFIG_FILE=/dev/null", "PIP_NO_CACHE_DIR=1", "PIP_DISABLE_PIP_VERSION_CHECK=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	run(python, "-m", "venv", venv)
+	pip := filepath.Join(venv, "bin", "pip")
+	run(pip, "install", "--index-url", ix.URL(), "greet-tool==2.0")
+	out := run(filepath.Join(venv, "bin", "python"), "-c", "import greet_tool, tiny_util; print(greet_tool.__version__, tiny_util.__version__, greet_tool.hello())")
+	if strings.TrimSpace(out) != "2.0 0.3 HELLO" {
+		t.Errorf("imported %q", out)
+	}
+	if n := ix.Downloads("tiny_util-0.3-py3-none-any.whl"); n != 1 {
+		t.Errorf("tiny_util 0.3 downloaded %d times", n)
+	}
+	// An unknown version fails: the index is what pip sees, nothing else.
+	cmd := exec.Command(pip, "install", "--index-url", ix.URL(), "greet-tool==9.9")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("installing a missing version succeeded: %s", out)
+	}
+}
+
+// A chroot-isolated buildah build, as the controller runs it, reaches the
+// index on 127.0.0.1 and pip installs into the Debian python image.
+func TestPipInChrootBuild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	base, err := images.Ensure(ctx, images.DebianPython)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := New(testPackages...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	dir := t.TempDir()
+	containerfile := `FROM oci-archive:` + base + `
+USER root
+RUN pip install --break-system-packages --no-cache-dir --index-url ` + ix.URL() + ` greet-tool==2.0
+USER app
+RUN python3 -c 'import greet_tool; print(greet_tool.hello())' > /home/app/out
+`
+	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte(containerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	storage := filepath.Join(dir, "storage")
+	bah := func(args ...string) (string, error) {
+		full := append([]string{"--root", filepath.Join(storage, "root"), "--runroot", filepath.Join(storage, "run"), "--storage-driver", "vfs"}, args...)
+		out, err := exec.CommandContext(ctx, "buildah", full...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := bah("bud", "--isolation", "chroot", "--network", "host", "-t", "pip-test", dir); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out, err := bah("run", "--isolation", "chroot", mustFrom(t, bah), "--", "cat", "/home/app/out")
+	if err != nil || strings.TrimSpace(out) != "HELLO" {
+		t.Errorf("built image says %q (%v)", out, err)
+	}
+	if ix.Downloads("Greet_Tool-2.0-py3-none-any.whl") != 1 {
+		t.Error("the build did not download from the index")
+	}
+}
+
+func mustFrom(t *testing.T, bah func(...string) (string, error)) string {
+	out, err := bah("from", "--quiet", "--pull-never", "pip-test")
+	if err != nil {
+		t.Fatalf("from: %v: %s", err, out)
+	}
+	return strings.TrimSpace(out)
+}
