@@ -292,7 +292,7 @@ func inspect(t *testing.T, v any, args ...string) {
 }
 
 // runIn runs a command in a working container of the archive, with a
-// private buildah storage and chroot isolation.
+// private storage and chroot isolation.
 func runIn(t *testing.T, archive, user string, cmd ...string) string {
 	t.Helper()
 	return runWith(t, archive, user, nil, cmd...)
@@ -300,21 +300,25 @@ func runIn(t *testing.T, archive, user string, cmd ...string) string {
 
 func runWith(t *testing.T, archive, user string, runArgs []string, cmd ...string) string {
 	t.Helper()
-	storage := t.TempDir()
-	bah := func(args ...string) string {
-		full := append([]string{"--root", filepath.Join(storage, "root"), "--runroot", filepath.Join(storage, "run"), "--storage-driver", "vfs"}, args...)
-		out, err := exec.Command("buildah", full...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("buildah %v: %v: %s", args, err, out)
+	ctx := context.Background()
+	s := NewStorage(t.TempDir())
+	defer func() {
+		if err := s.Remove(); err != nil {
+			t.Error(err)
 		}
-		return string(out)
+	}()
+	ctr, err := s.From(ctx, archive)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ctr := strings.TrimSpace(bah("from", "--quiet", "--pull-never", "oci-archive:"+archive))
-	defer bah("rm", ctr)
 	args := []string{"run", "--isolation", "chroot", "--network", "host"}
 	if user != "" {
 		args = append(args, "--user", user)
 	}
 	args = append(args, runArgs...)
-	return bah(append(append(args, ctr, "--"), cmd...)...)
+	out, err := s.Buildah(ctx, append(append(args, ctr, "--"), cmd...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

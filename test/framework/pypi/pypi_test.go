@@ -123,28 +123,24 @@ RUN python3 -c 'import greet_tool; print(greet_tool.hello())' > /home/app/out
 	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte(containerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	storage := filepath.Join(dir, "storage")
-	bah := func(args ...string) (string, error) {
-		full := append([]string{"--root", filepath.Join(storage, "root"), "--runroot", filepath.Join(storage, "run"), "--storage-driver", "vfs"}, args...)
-		out, err := exec.CommandContext(ctx, "buildah", full...).CombinedOutput()
-		return string(out), err
+	s := images.NewStorage(t.TempDir())
+	defer func() {
+		if err := s.Remove(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := s.Buildah(ctx, "bud", "--isolation", "chroot", "--network", "host", "-t", "pip-test", dir); err != nil {
+		t.Fatal(err)
 	}
-	if out, err := bah("bud", "--isolation", "chroot", "--network", "host", "-t", "pip-test", dir); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	ctr, err := s.Buildah(ctx, "from", "--quiet", "--pull-never", "pip-test")
+	if err != nil {
+		t.Fatal(err)
 	}
-	out, err := bah("run", "--isolation", "chroot", mustFrom(t, bah), "--", "cat", "/home/app/out")
+	out, err := s.Buildah(ctx, "run", "--isolation", "chroot", strings.TrimSpace(ctr), "--", "cat", "/home/app/out")
 	if err != nil || strings.TrimSpace(out) != "HELLO" {
 		t.Errorf("built image says %q (%v)", out, err)
 	}
 	if ix.Downloads("Greet_Tool-2.0-py3-none-any.whl") != 1 {
 		t.Error("the build did not download from the index")
 	}
-}
-
-func mustFrom(t *testing.T, bah func(...string) (string, error)) string {
-	out, err := bah("from", "--quiet", "--pull-never", "pip-test")
-	if err != nil {
-		t.Fatalf("from: %v: %s", err, out)
-	}
-	return strings.TrimSpace(out)
 }
