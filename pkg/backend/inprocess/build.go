@@ -1,0 +1,316 @@
+package inprocess
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containers/buildah"
+	"github.com/containers/buildah/define"
+	"github.com/containers/buildah/imagebuildah"
+	is "github.com/containers/image/v5/storage"
+	"github.com/containers/image/v5/transports/alltransports"
+	"github.com/containers/image/v5/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// startLocked starts the job's build in a goroutine; b.mu is held.
+func (b *Backend) startLocked(job *v1alpha1.ImageSpecJob) *build {
+	ctx, cancel := context.WithCancel(context.Background())
+	bd := &build{
+		key:     keyOf(job),
+		uid:     job.UID,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		logPath: b.LogPath(job.Namespace, job.Name),
+	}
+	bd.status = backend.Status{Phase: v1alpha1.JobPending, Message: "Starting the build in process; log: " + bd.logPath}
+	b.builds[bd.key] = bd
+	job = job.DeepCopy()
+	go func() {
+		defer close(bd.done)
+		defer cancel()
+		b.run(ctx, bd, job)
+	}()
+	return bd
+}
+
+// failure is a build error with its reason.
+type failure struct {
+	reason string
+	err    error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+
+func fail(reason string, format string, args ...any) error {
+	return &failure{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+func (b *Backend) run(ctx context.Context, bd *build, job *v1alpha1.ImageSpecJob) {
+	log, err := openBuildLog(bd.logPath)
+	if err != nil {
+		b.set(bd, backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBackendError,
+			Message: fmt.Sprintf("Opening the build log: %v", err)})
+		return
+	}
+	bd.mu.Lock()
+	bd.log = log
+	bd.mu.Unlock()
+	defer log.Close()
+
+	if b.slots != nil {
+		select {
+		case b.slots <- struct{}{}:
+			defer func() { <-b.slots }()
+		default:
+			b.set(bd, backend.Status{Phase: v1alpha1.JobPending, Reason: v1alpha1.ReasonQueued,
+				Message: fmt.Sprintf("Waiting for one of %d in-process build slots", cap(b.slots))})
+			select {
+			case b.slots <- struct{}{}:
+				defer func() { <-b.slots }()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+
+	start := metav1.Now()
+	running := backend.Status{Phase: v1alpha1.JobRunning, StartTime: &start,
+		Message: "Building in process; log: " + bd.logPath}
+	b.set(bd, running)
+	b.logf("Build started: job %s, target %s, log %s", bd.key, job.Spec.TargetImage, bd.logPath)
+
+	res, err := b.buildAndPush(ctx, bd, job, log)
+	st := backend.Status{StartTime: &start, BaseImageDigest: res.baseDigest}
+	if ctx.Err() != nil {
+		// Cancelled: the controller records the final phase; report
+		// nothing new so no notification races its status update.
+		log.Printf("build cancelled after %s", time.Since(start.Time).Round(time.Millisecond))
+		b.logf("Build cancelled: job %s", bd.key)
+		return
+	}
+	if err != nil {
+		reason := v1alpha1.ReasonBuildFailed
+		var f *failure
+		if errors.As(err, &f) {
+			reason = f.reason
+		}
+		msg := log.Scrub(firstLine(err.Error(), 600))
+		log.Printf("%s: %s", reason, msg)
+		st.Phase = v1alpha1.JobFailed
+		st.Reason = reason
+		st.Message = fmt.Sprintf("%s; log: %s", msg, bd.logPath)
+		b.logf("Build failed: job %s, reason %s", bd.key, reason)
+	} else {
+		summary := log.CacheSummary()
+		log.Printf("pushed %s@%s in %s; %s", job.Spec.TargetImage, res.digest, time.Since(start.Time).Round(time.Millisecond), summary)
+		st.Phase = v1alpha1.JobSucceeded
+		st.Reason = v1alpha1.ReasonSucceeded
+		st.Digest = res.digest
+		st.Message = fmt.Sprintf("Pushed %s@%s; %s; log: %s", job.Spec.TargetImage, res.digest, summary, bd.logPath)
+		b.logf("Build succeeded: job %s, %s@%s, %s", bd.key, job.Spec.TargetImage, res.digest, summary)
+	}
+	st.LogTail = log.Tail(v1alpha1.MaxLogTailBytes)
+	b.set(bd, st)
+}
+
+func firstLine(s string, max int) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return s
+}
+
+type result struct {
+	baseDigest string
+	digest     string
+}
+
+// buildAndPush is one build: credentials, base image, Dockerfile, build,
+// push. Every file it writes lives in a private temp dir removed at return.
+func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.ImageSpecJob, log *buildLog) (res result, err error) {
+	tmp, err := os.MkdirTemp(b.opts.StorageDir, "build-")
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "creating a build dir: %v", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "%v", err)
+	}
+
+	// Credentials. The base image often lives in the target registry, so
+	// pulls use the push credentials too, with the pull Secret's on top.
+	var push, pull auths
+	if name := job.Spec.PushSecret; name != "" {
+		if push, err = b.readDockerSecret(ctx, job.Namespace, name); err != nil {
+			return res, fail(v1alpha1.ReasonPushFailed, "push credentials: %v", err)
+		}
+	}
+	if name := job.Spec.PullSecret; name != "" {
+		if pull, err = b.readDockerSecret(ctx, job.Namespace, name); err != nil {
+			return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pull credentials: %v", err)
+		}
+	}
+	log.setSecrets(append(push.secrets(), pull.secrets()...))
+	pushAuth, err := writeAuthFile(tmp, "push-auth.json", push)
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
+	}
+	pullAuth, err := writeAuthFile(tmp, "pull-auth.json", merged(push, pull))
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
+	}
+	pullSC := b.systemContext(pullAuth)
+
+	// Base image: pulled first, since the Dockerfile needs its user.
+	in := backend.JobInputs(job)
+	base := dockerfile.Normalize(in).BaseImage
+	log.Printf("pulling base image %s", base)
+	t0 := time.Now()
+	baseID, err := buildah.Pull(ctx, base, buildah.PullOptions{
+		Store:         b.store,
+		SystemContext: pullSC,
+		ReportWriter:  log,
+		PullPolicy:    define.PullAlways,
+		MaxRetries:    2,
+		RetryDelay:    time.Second,
+	})
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pulling base image %s: %v", base, err)
+	}
+	img, err := b.store.Image(baseID)
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "base image %s: %v", base, err)
+	}
+	res.baseDigest = img.Digest.String()
+	user, err := b.imageUser(ctx, baseID)
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "reading the config of base image %s: %v", base, err)
+	}
+	log.Printf("base image %s@%s (user %q) ready in %s", base, res.baseDigest, user, time.Since(t0).Round(time.Millisecond))
+
+	in.User = user
+	df, err := dockerfile.Render(in)
+	if err != nil {
+		return res, fail(v1alpha1.ReasonInvalidSpec, "rendering the Dockerfile: %v", err)
+	}
+	dfPath := filepath.Join(tmp, "Dockerfile")
+	if err := os.WriteFile(dfPath, df, 0o600); err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "%v", err)
+	}
+	ctxDir := filepath.Join(tmp, "context")
+	if err := os.Mkdir(ctxDir, 0o700); err != nil {
+		return res, fail(v1alpha1.ReasonBackendError, "%v", err)
+	}
+	log.Printf("Dockerfile:\n%s", strings.TrimRight(string(df), "\n"))
+
+	// Build into local storage under the target's name.
+	t0 = time.Now()
+	imageID, err := b.build(ctx, dfPath, ctxDir, job.Spec.TargetImage, pullSC, log)
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	if err != nil {
+		return res, fail(v1alpha1.ReasonBuildFailed, "build failed: %v", err)
+	}
+	log.Printf("built image %s in %s; %s", shortID(imageID), time.Since(t0).Round(time.Millisecond), log.CacheSummary())
+
+	// Push. A cancelled build never gets here.
+	dest, err := alltransports.ParseImageName("docker://" + job.Spec.TargetImage)
+	if err != nil {
+		return res, fail(v1alpha1.ReasonPushFailed, "target image %q: %v", job.Spec.TargetImage, err)
+	}
+	t0 = time.Now()
+	log.Printf("pushing %s", job.Spec.TargetImage)
+	_, dgst, err := buildah.Push(ctx, imageID, dest, buildah.PushOptions{
+		Store:         b.store,
+		SystemContext: b.systemContext(pushAuth),
+		ReportWriter:  log,
+		ManifestType:  define.OCIv1ImageManifest,
+		MaxRetries:    2,
+		RetryDelay:    time.Second,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, fail(v1alpha1.ReasonPushFailed, "pushing %s: %v", job.Spec.TargetImage, err)
+	}
+	log.Printf("pushed in %s", time.Since(t0).Round(time.Millisecond))
+	res.digest = dgst.String()
+	return res, nil
+}
+
+// imageUser reads the configured user of an image in the store.
+func (b *Backend) imageUser(ctx context.Context, id string) (string, error) {
+	ref, err := is.Transport.NewStoreReference(b.store, nil, id)
+	if err != nil {
+		return "", err
+	}
+	img, err := ref.NewImage(ctx, b.systemContext(""))
+	if err != nil {
+		return "", err
+	}
+	defer img.Close()
+	cfg, err := img.OCIConfig(ctx)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Config.User, nil
+}
+
+func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output string, sc *types.SystemContext, log *buildLog) (string, error) {
+	jobs := 1
+	opts := define.BuildOptions{
+		ContextDirectory: ctxDir,
+		// The base was just pulled; the build uses exactly that image, the
+		// one whose digest is reported.
+		PullPolicy:       define.PullNever,
+		Isolation:        b.isolation,
+		Runtime:          b.opts.Runtime,
+		CommonBuildOpts:  &define.CommonBuildOptions{Ulimit: b.ulimits},
+		NamespaceOptions: define.NamespaceOptions{{Name: string(specs.NetworkNamespace), Host: true}},
+		ConfigureNetwork: define.NetworkDefault,
+		Output:           output,
+		OutputFormat:     define.OCIv1ImageManifest,
+		Layers:           true,
+		// Failed and cancelled builds leave no containers (and so no
+		// mounts) behind.
+		RemoveIntermediateCtrs:  true,
+		ForceRmIntermediateCtrs: true,
+		Out:                     log,
+		Err:                     log,
+		ReportWriter:            log,
+		Jobs:                    &jobs,
+		MaxPullPushRetries:      2,
+		PullPushRetryDelay:      time.Second,
+	}
+	opts.SystemContext = sc
+	if b.opts.Reproducible {
+		epoch := time.Unix(0, 0).UTC()
+		opts.Timestamp = &epoch
+	}
+	id, _, err := imagebuildah.BuildDockerfiles(ctx, b.store, opts, dfPath)
+	return id, err
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,103 @@
+package inprocess
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// interruptRun kills the processes of a RUN step the build is in. buildah
+// 1.40 does not watch the context while a RUN step runs, so without this a
+// cancelled apt-get would run to its end. The step's processes are the
+// descendants of this process whose root is not ours (chroot isolation,
+// and runc's container processes). They carry nothing that says which
+// build they belong to, so they are killed only when this build is the
+// only one in a RUN step; otherwise the step finishes and the build stops
+// right after it, before any push.
+func (b *Backend) interruptRun(bd *build) {
+	bd.mu.Lock()
+	log := bd.log
+	bd.mu.Unlock()
+	if log == nil || !log.running() {
+		return
+	}
+	b.mu.Lock()
+	others := 0
+	for _, o := range b.builds {
+		if o == bd {
+			continue
+		}
+		o.mu.Lock()
+		if o.log != nil && o.log.running() {
+			others++
+		}
+		o.mu.Unlock()
+	}
+	b.mu.Unlock()
+	if others > 0 {
+		log.Printf("cancel: another build is in a RUN step too; letting this step finish")
+		return
+	}
+	n := killRunProcesses()
+	log.Printf("cancel: stopped the running step (%d processes)", n)
+}
+
+// killRunProcesses SIGKILLs descendants of this process that run under
+// another root directory.
+func killRunProcesses() int {
+	self := os.Getpid()
+	myRoot, _ := os.Readlink("/proc/self/root")
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	parent := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name may hold spaces and parentheses; fields
+		// after the last ')' are fixed: state, ppid, ...
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			parent[pid] = ppid
+		}
+	}
+	isDescendant := func(pid int) bool {
+		for n := 0; n < 64 && pid > 1; n++ {
+			pid = parent[pid]
+			if pid == self {
+				return true
+			}
+		}
+		return false
+	}
+	killed := 0
+	for pid := range parent {
+		if pid == self || !isDescendant(pid) {
+			continue
+		}
+		root, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/root")
+		if err != nil || root == myRoot {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed++
+		}
+	}
+	return killed
+}
