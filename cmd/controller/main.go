@@ -13,11 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containers/buildah"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
@@ -48,9 +50,27 @@ type flags struct {
 	aptMirror, pipIndexURL             string
 	pipExtraIndexURLs, pipTrustedHosts stringList
 	condaChannels                      stringList
+
+	inprocess inprocessFlags
+}
+
+// inprocessFlags configure the inprocess backend.
+type inprocessFlags struct {
+	storageDir, storageDriver string
+	logDir                    string
+	isolation, runtime        string
+	registryCertsDir          string
+	insecureRegistries        stringList
+	maxBuilds                 int
+	reproducible              bool
 }
 
 func main() {
+	// RUN steps of in-process builds re-execute this binary; those child
+	// processes must be dispatched before anything else runs.
+	if buildah.InitReexec() {
+		return
+	}
 	klog.InitFlags(nil)
 	var f flags
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig. Only required if out-of-cluster.")
@@ -72,6 +92,15 @@ func main() {
 	flag.Var(&f.pipExtraIndexURLs, "pip-extra-index-url", "An extra pip index (repeatable).")
 	flag.Var(&f.pipTrustedHosts, "pip-trusted-host", "A host pip may reach without valid TLS (repeatable).")
 	flag.Var(&f.condaChannels, "conda-channel", "A conda channel searched before the defaults (repeatable, in order).")
+	flag.StringVar(&f.inprocess.storageDir, "inprocess-storage-dir", "/var/lib/imagespec-controller/storage", "inprocess backend: image store and layer cache, kept between builds and restarts (put it on a persistent volume).")
+	flag.StringVar(&f.inprocess.storageDriver, "inprocess-storage-driver", "overlay", "inprocess backend: storage driver, overlay or vfs (slower, works on any file system).")
+	flag.StringVar(&f.inprocess.logDir, "inprocess-log-dir", "", "inprocess backend: build logs are written to <dir>/<namespace>/<job>.log; a job's status.message names its log and status.logTail holds its end. Default: <inprocess-storage-dir>/logs.")
+	flag.StringVar(&f.inprocess.isolation, "isolation", "chroot", "inprocess backend: isolation of RUN steps, chroot or oci (runs --oci-runtime).")
+	flag.StringVar(&f.inprocess.runtime, "oci-runtime", "runc", "inprocess backend: OCI runtime for --isolation=oci.")
+	flag.StringVar(&f.inprocess.registryCertsDir, "registry-certs-dir", "", "inprocess backend: a dir with ca.crt trusted for every registry, or a certs.d-style tree of <host[:port]>/ca.crt. The system's CAs are trusted too.")
+	flag.Var(&f.inprocess.insecureRegistries, "insecure-registry", "inprocess backend: a registry host[:port] reached without TLS verification or over plain http (repeatable). TLS is verified for every other registry.")
+	flag.IntVar(&f.inprocess.maxBuilds, "inprocess-max-builds", 0, "inprocess backend: at most this many builds run at once in this process (besides --max-concurrent-builds). 0 means no limit of its own.")
+	flag.BoolVar(&f.inprocess.reproducible, "reproducible", false, "inprocess backend: stamp images and new files with the Unix epoch, so the same inputs give the same image config and, where package managers write the same bytes, the same layers.")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -151,8 +180,32 @@ func loadSettings(envFile string) (config.Settings, error) {
 	return config.Load(lookup)
 }
 
-func newBackend(_ context.Context, f flags, _ *app.Clients, _ config.Settings) (backend.Backend, error) {
+func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Settings) (backend.Backend, error) {
 	switch f.backendName {
+	case inprocess.Name:
+		be, err := inprocess.New(inprocess.Options{
+			StorageDir:          f.inprocess.storageDir,
+			StorageDriver:       f.inprocess.storageDriver,
+			LogDir:              f.inprocess.logDir,
+			Isolation:           f.inprocess.isolation,
+			Runtime:             f.inprocess.runtime,
+			RegistryCertDir:     f.inprocess.registryCertsDir,
+			InsecureRegistries:  f.inprocess.insecureRegistries,
+			MaxConcurrentBuilds: f.inprocess.maxBuilds,
+			Reproducible:        f.inprocess.reproducible,
+		}, clients.Kube)
+		if err != nil {
+			return nil, err
+		}
+		// Stop running builds (no push after this) and release the
+		// store when the controller stops.
+		go func() {
+			<-ctx.Done()
+			if err := be.Close(); err != nil {
+				klog.FromContext(ctx).Error(err, "Closing the inprocess backend")
+			}
+		}()
+		return be, nil
 	default:
 		return nil, fmt.Errorf("--backend=%q: this build has no such backend", f.backendName)
 	}
