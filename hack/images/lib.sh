@@ -51,12 +51,12 @@ copy_apt_config() {
 	done
 }
 
-# Run a shell command inside a working container (host network, chroot
-# isolation: no runtime, no CNI needed).
+# Run a shell command as root inside a working container, whatever user the
+# base image sets (host network, chroot isolation: no runtime, no CNI).
 run_in() {
 	ctr=$1
 	shift
-	bah run --isolation chroot --network host "$ctr" -- sh -euc "$*"
+	bah run --isolation chroot --network host --user 0:0 "$ctr" -- sh -euc "$*"
 }
 
 commit() {

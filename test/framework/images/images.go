@@ -33,6 +33,11 @@ const (
 	Busybox      = "busybox"       // static busybox only, about 1 MB
 	Pause        = "pause"         // the kubelet's sandbox image
 	Builder      = "builder"       // debian + buildah, BUILDAH_ISOLATION=chroot
+	// DebianConda is debian-python with a conda-style prefix /opt/conda (a
+	// venv owned by app, first on PATH) and a stand-in conda command that
+	// records its calls and installs from http(s) channels taken as PEP 503
+	// indexes: see hack/images/conda/conda.
+	DebianConda = "debian-conda"
 )
 
 type recipe struct {
@@ -49,6 +54,7 @@ var recipes = map[string]recipe{
 	Debian:       {mirror: true, host: []string{"/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/apt.conf.d"}},
 	DebianPython: {base: Debian},
 	Builder:      {base: Debian},
+	DebianConda:  {base: DebianPython, files: []string{"conda/conda"}},
 	Busybox:      {host: []string{"/bin/busybox"}},
 	Pause:        {files: []string{"pause/main.go"}},
 }

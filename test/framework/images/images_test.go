@@ -61,7 +61,7 @@ func TestHashCoversRecipe(t *testing.T) {
 	appendTo("debian.sh")
 	h2 := hashes()
 	for _, n := range Names() {
-		want := n == Debian || n == DebianPython || n == Builder
+		want := n == Debian || n == DebianPython || n == Builder || n == DebianConda
 		if changed := h2[n] != h1[n]; changed != want {
 			t.Errorf("after editing debian.sh: %s changed=%v, want %v", n, changed, want)
 		}
@@ -143,6 +143,7 @@ func TestPushedImages(t *testing.T) {
 		{Debian, "", []string{"sh", "-c", "apt-get update -qq && echo apt-ok"}, "apt-ok"},
 		{DebianPython, "app", []string{"sh", "-c", "id -un; python3 -m pip --version"}, "app\npip "},
 		{Builder, "", []string{"buildah", "--version"}, "buildah version"},
+		{DebianConda, "app", []string{"sh", "-c", "conda --version; command -v python"}, "conda 23.1.0 (stand-in)\n/opt/conda/bin/python"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -144,3 +144,49 @@ RUN python3 -c 'import greet_tool; print(greet_tool.hello())' > /home/app/out
 		t.Error("the build did not download from the index")
 	}
 }
+
+// The conda stand-in of the debian-conda image installs from an http
+// channel (the index) into /opt/conda and records every call.
+func TestCondaStandInInstallsFromIndex(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	base, err := images.Ensure(ctx, images.DebianConda)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := New(testPackages...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	dir := t.TempDir()
+	containerfile := `FROM oci-archive:` + base + `
+RUN conda install --yes -c ` + ix.URL() + ` -c conda-forge greet-tool=2.0 && conda clean -afy
+RUN python -c 'import greet_tool; print(greet_tool.hello())' > /home/app/out && conda list > /home/app/list
+`
+	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte(containerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := images.NewStorage(t.TempDir())
+	defer func() {
+		if err := s.Remove(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := s.Buildah(ctx, "bud", "--isolation", "chroot", "--network", "host", "-t", "conda-test", dir); err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := s.Buildah(ctx, "from", "--quiet", "--pull-never", "conda-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Buildah(ctx, "run", "--isolation", "chroot", strings.TrimSpace(ctr), "--", "sh", "-c", "cat /home/app/out /home/app/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"HELLO\n", "install --yes -c " + ix.URL() + " -c conda-forge greet-tool=2.0\n", "clean -afy\n", "tiny-util  0.3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}
