@@ -2,7 +2,12 @@
 . "$(dirname "$0")/lib.sh"
 
 bb=/bin/busybox
-[ -x "$bb" ] || { echo "busybox-static is not installed" >&2; exit 1; }
+# The image has no libc: a dynamically linked busybox (Debian's "busybox"
+# package) would not run in it.
+if [ ! -x "$bb" ] || ! dpkg -S "$bb" 2>/dev/null | grep -q '^busybox-static:'; then
+	echo "$bb is not Debian's busybox-static (run hack/install-test-deps.sh)" >&2
+	exit 1
+fi
 root=$WORK/rootfs
 mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root"
 chmod 1777 "$root/tmp"

@@ -218,7 +218,7 @@ func Ensure(ctx context.Context, name string) (string, error) {
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	if err := registry.EnsureTools(ctx, "buildah", "debootstrap", "skopeo"); err != nil {
+	if err := registry.EnsureTools(ctx, "buildah", "debootstrap", "skopeo", "busybox"); err != nil {
 		return "", err
 	}
 	var base string
@@ -255,7 +255,14 @@ func build(ctx context.Context, name, base, out string) error {
 	if err := os.MkdirAll(tmpRoot, 0o755); err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp(tmpRoot, name+"-")
+	// Work dirs of this image left by killed builds: ours alone while we
+	// hold the image's lock.
+	if stale, err := filepath.Glob(filepath.Join(tmpRoot, name+".*")); err == nil {
+		for _, d := range stale {
+			removeAll(d)
+		}
+	}
+	work, err := os.MkdirTemp(tmpRoot, name+".")
 	if err != nil {
 		return err
 	}

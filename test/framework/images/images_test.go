@@ -79,6 +79,11 @@ func TestHashCoversRecipe(t *testing.T) {
 func TestEnsureBuildsOnceAndCaches(t *testing.T) {
 	t.Setenv("IMAGESPEC_CACHE_DIR", t.TempDir())
 	ctx := context.Background()
+	// Left by a killed build; the next build of that image removes it.
+	stale := filepath.Join(CacheDir(), "tmp", Busybox+".killed")
+	if err := os.MkdirAll(filepath.Join(stale, "storage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	paths := make([]string, 3)
 	errs := make([]error, 3)
