@@ -254,3 +254,49 @@ func writeLayout(t *testing.T, dir, name, content string) {
 	os.WriteFile(filepath.Join(dir, "index.json"), index, 0o644)
 	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 }
+
+// A registry must not outlive a test binary that is killed: the child
+// process below starts one, prints its PID and is then SIGKILLed.
+func TestDiesWithParent(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperStartAndHang$")
+	cmd.Env = append(os.Environ(), "REGISTRY_TEST_HELPER=1", "REGISTRY_TEST_DIR="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var pid int
+	if _, err := fmt.Fscan(stdout, &pid); err != nil {
+		t.Fatalf("reading registry pid: %v", err)
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("registry %d not running: %v", pid, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			t.Fatalf("registry %d outlived its parent", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHelperStartAndHang(t *testing.T) {
+	if os.Getenv("REGISTRY_TEST_HELPER") != "1" {
+		return
+	}
+	r, err := Start(context.Background(), Options{WorkDir: os.Getenv("REGISTRY_TEST_DIR")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println(r.PID())
+	// Other goroutines keep running while this one sleeps: the thread
+	// that started the registry must still be the one that matters.
+	time.Sleep(time.Minute)
+}
