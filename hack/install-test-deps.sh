@@ -38,7 +38,9 @@ fi
 
 echo "install-test-deps: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >&2
+# Test binaries may run this at the same time: wait for apt's lock rather
+# than fail on it.
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $missing >&2
 echo "install-test-deps: done" >&2
