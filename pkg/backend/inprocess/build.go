@@ -12,6 +12,8 @@ import (
 	"github.com/containers/buildah"
 	"github.com/containers/buildah/define"
 	"github.com/containers/buildah/imagebuildah"
+	"github.com/containers/common/libimage"
+	"github.com/containers/common/pkg/config"
 	is "github.com/containers/image/v5/storage"
 	"github.com/containers/image/v5/transports/alltransports"
 	"github.com/containers/image/v5/types"
@@ -181,14 +183,7 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 	base := dockerfile.Normalize(in).BaseImage
 	log.Printf("pulling base image %s", base)
 	t0 := time.Now()
-	baseID, err := buildah.Pull(ctx, base, buildah.PullOptions{
-		Store:         b.store,
-		SystemContext: pullSC,
-		ReportWriter:  log,
-		PullPolicy:    define.PullAlways,
-		MaxRetries:    2,
-		RetryDelay:    time.Second,
-	})
+	baseID, err := b.pull(ctx, base, pullSC, log)
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pulling base image %s: %v", base, err)
 	}
@@ -255,6 +250,30 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 	return res, nil
 }
 
+// pull brings the base image up to date in the store. libimage directly
+// rather than buildah.Pull: it honours ctx (a cancel stops a pull) and
+// needs no network backend.
+func (b *Backend) pull(ctx context.Context, name string, sc *types.SystemContext, log *buildLog) (string, error) {
+	rt, err := libimage.RuntimeFromStore(b.store, &libimage.RuntimeOptions{SystemContext: sc})
+	if err != nil {
+		return "", err
+	}
+	retries := uint(2)
+	delay := time.Second
+	opts := &libimage.PullOptions{}
+	opts.Writer = log
+	opts.MaxRetries = &retries
+	opts.RetryDelay = &delay
+	imgs, err := rt.Pull(ctx, name, config.PullPolicyAlways, opts)
+	if err != nil {
+		return "", err
+	}
+	if len(imgs) == 0 {
+		return "", fmt.Errorf("no image pulled")
+	}
+	return imgs[0].ID(), nil
+}
+
 // imageUser reads the configured user of an image in the store.
 func (b *Backend) imageUser(ctx context.Context, id string) (string, error) {
 	ref, err := is.Transport.NewStoreReference(b.store, nil, id)
@@ -285,6 +304,7 @@ func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output string, sc *
 		CommonBuildOpts:  &define.CommonBuildOptions{Ulimit: b.ulimits},
 		NamespaceOptions: define.NamespaceOptions{{Name: string(specs.NetworkNamespace), Host: true}},
 		ConfigureNetwork: define.NetworkDefault,
+		NetworkInterface: hostNetwork{},
 		Output:           output,
 		OutputFormat:     define.OCIv1ImageManifest,
 		Layers:           true,
