@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,11 @@ func Listen(addr string, pkgs ...Package) (*Index, error) {
 		return nil, err
 	}
 	ix.addr = l.Addr().String()
+	// A wildcard address is no URL a client can use; 127.0.0.1 is, on
+	// this host. Clients elsewhere build theirs from the port.
+	if tcp, ok := l.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		ix.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+	}
 	ix.srv = &http.Server{Handler: http.HandlerFunc(ix.serve), ReadHeaderTimeout: 10 * time.Second}
 	go ix.srv.Serve(l)
 	return ix, nil
@@ -72,7 +78,7 @@ func Listen(addr string, pkgs ...Package) (*Index, error) {
 // URL is the index URL for pip's --index-url: http://ADDR/simple/.
 func (ix *Index) URL() string { return "http://" + ix.addr + "/simple/" }
 
-// Addr is host:port.
+// Addr is host:port (127.0.0.1 when listening on all addresses).
 func (ix *Index) Addr() string { return ix.addr }
 
 // Close stops serving.

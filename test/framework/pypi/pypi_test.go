@@ -1,7 +1,12 @@
 package pypi
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -54,6 +59,68 @@ func TestIndexPages(t *testing.T) {
 	}
 	if code, _ := get(ix.URL() + "missing/"); code != 404 {
 		t.Errorf("missing project: %d", code)
+	}
+
+	// Packages added to a running index are served at once.
+	if err := ix.Add(Package{Name: "late", Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(ix.URL() + "late/"); code != 200 || !strings.Contains(body, "late-1-py3-none-any.whl") {
+		t.Errorf("added package: %d %s", code, body)
+	}
+
+	wide, err := Listen("0.0.0.0:0", testPackages[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wide.Close()
+	if code, _ := get(wide.URL() + "greet-tool/"); !strings.HasPrefix(wide.URL(), "http://127.0.0.1:") || code != 200 {
+		t.Errorf("wildcard listener: URL %s, code %d", wide.URL(), code)
+	}
+}
+
+// pip checks what it installs against RECORD; check the wheel ourselves.
+func TestWheelContents(t *testing.T) {
+	name, data, err := Wheel(testPackages[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != "Greet_Tool-2.0-py3-none-any.whl" {
+		t.Errorf("filename %s", name)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, f := range zr.File {
+		rc, _ := f.Open()
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		files[f.Name] = string(b)
+	}
+	meta := files["Greet_Tool-2.0.dist-info/METADATA"]
+	for _, want := range []string{"Name: Greet_Tool\n", "Version: 2.0\n", "Requires-Dist: tiny-util>=0.2\n"} {
+		if !strings.Contains(meta, want) {
+			t.Errorf("METADATA lacks %q:\n%s", want, meta)
+		}
+	}
+	if !strings.Contains(files["Greet_Tool-2.0.dist-info/WHEEL"], "Tag: py3-none-any\n") {
+		t.Error("WHEEL lacks the tag")
+	}
+	record := files["Greet_Tool-2.0.dist-info/RECORD"]
+	for path, content := range files {
+		if strings.HasSuffix(path, "/RECORD") {
+			continue
+		}
+		sum := sha256.Sum256([]byte(content))
+		line := fmt.Sprintf("%s,sha256=%s,%d\n", path, base64.RawURLEncoding.EncodeToString(sum[:]), len(content))
+		if !strings.Contains(record, line) {
+			t.Errorf("RECORD lacks %q", line)
+		}
+	}
+	if _, again, _ := Wheel(testPackages[1]); !bytes.Equal(again, data) {
+		t.Error("wheels of the same package differ")
 	}
 }
 
