@@ -43,11 +43,14 @@ func (b *Backend) interruptRun(bd *build) {
 	log.Printf("cancel: stopped the running step (%d processes)", n)
 }
 
-// killRunProcesses SIGKILLs descendants of this process that run under
-// another root directory.
+// killRunProcesses SIGKILLs descendants of this process that run in
+// another mount namespace.
 func killRunProcesses() int {
 	self := os.Getpid()
-	myRoot, _ := os.Readlink("/proc/self/root")
+	myNS, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return 0
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -91,8 +94,8 @@ func killRunProcesses() int {
 		if pid == self || !isDescendant(pid) {
 			continue
 		}
-		root, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/root")
-		if err != nil || root == myRoot {
+		ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+		if err != nil || ns == myNS {
 			continue
 		}
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
