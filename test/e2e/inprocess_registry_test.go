@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/registry"
+)
+
+// startRegistry runs one more registry for a test, trusted through the
+// env's certs.d tree.
+func startRegistry(t *testing.T, opts registry.Options) *registry.Registry {
+	t.Helper()
+	env := SharedEnv(t)
+	opts.WorkDir = env.WorkDir
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := registry.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	if err := env.AddRegistryCA(r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func pushBase(t *testing.T, r *registry.Registry, repo string) (ref, digest string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ref, digest, err := images.Push(ctx, images.DebianPython, r, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, digest
+}
+
+// GCR-style credentials: user _json_key, a JSON keyfile as password, given
+// to the controller through PRIMEHUB_* settings in a dotenv file.
+func TestInprocessJSONKeyCredentials(t *testing.T) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	// A real keyfile is a few KiB; the test registry's htpasswd uses
+	// bcrypt, which takes at most 72 bytes, so this one is a short JSON
+	// document with the characters that matter (quotes, braces, colons).
+	keyfile := `{"type":"service_account","private_key_id":"` + randomHex(8) + `"}`
+	r := startRegistry(t, registry.Options{Username: "_json_key", Password: keyfile})
+	base, _ := pushBase(t, r, "base/debian-python:latest")
+
+	settings, err := WriteSettings(env.WorkDir+"/gcr-"+ns+".env", r.Host, "_json_key", keyfile, r.Host+"/gcr-style")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if settings.Registry.Username != "_json_key" || settings.Registry.Password.Reveal() != keyfile || settings.Registry.Host != r.Host {
+		t.Fatalf("settings from the dotenv file: user %q, host %q, password intact %v",
+			settings.Registry.Username, settings.Registry.Host, settings.Registry.Password.Reveal() == keyfile)
+	}
+	c, be := StartInprocessController(t, ns, ControllerConfig{Settings: &settings})
+	createSpec(t, c, ns, "gcr", v1alpha1.ImageSpecSpec{
+		BaseImage: base,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+	})
+	job := WaitJob(t, c, ns, "gcr", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if !strings.HasPrefix(job.Status.Image, r.Host+"/gcr-style/gcr:") {
+		t.Errorf("image %s is not under the configured prefix", job.Status.Image)
+	}
+	if info := env.Inspect(t, r, job.Status.Image); info.Digest != job.Status.Digest {
+		t.Errorf("registry has %s, status says %s", info.Digest, job.Status.Digest)
+	}
+
+	// The push Secret the controller wrote carries the keyfile unchanged.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := c.Clients.Kube.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Auths map[string]struct{ Auth string }
+	}
+	if err := json.Unmarshal(s.Data[corev1.DockerConfigJsonKey], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := base64.StdEncoding.DecodeString(cfg.Auths[r.Host].Auth)
+	if string(dec) != "_json_key:"+keyfile {
+		t.Errorf("push Secret does not hold _json_key and the keyfile for %s", r.Host)
+	}
+	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, keyfile, base64.StdEncoding.EncodeToString(dec))
+}
+
+// A base image in a registry only its pull Secret opens: with the Secret
+// the build succeeds on exactly that base; without it the pull fails.
+func TestInprocessPrivateBaseImage(t *testing.T) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	r := startRegistry(t, registry.Options{})
+	base, baseDigest := pushBase(t, r, "private/debian-python:1")
+	c, be := StartInprocessController(t, ns, ControllerConfig{})
+	createDockerSecret(t, c, ns, "private-pull", r.AuthFile)
+
+	createSpec(t, c, ns, "private", v1alpha1.ImageSpecSpec{
+		BaseImage:  base,
+		PullSecret: "private-pull",
+		Packages:   v1alpha1.Packages{Pip: []string{"e2e-third"}},
+	})
+	job := WaitJob(t, c, ns, "private", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if job.Status.BaseImageDigest != baseDigest {
+		t.Errorf("base image digest %q, want %q", job.Status.BaseImageDigest, baseDigest)
+	}
+	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
+		t.Errorf("registry has %s, status says %s", info.Digest, job.Status.Digest)
+	}
+
+	createSpec(t, c, ns, "no-secret", v1alpha1.ImageSpecSpec{
+		BaseImage: base,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-third"}},
+	})
+	job = WaitJob(t, c, ns, "no-secret", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
+	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, r.Password, env.Registry.Password)
+}
