@@ -216,6 +216,7 @@ func Ensure(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	if _, err := os.Stat(out); err == nil {
+		touch(out)
 		return out, nil
 	}
 	if err := registry.EnsureTools(ctx, "buildah", "debootstrap", "skopeo", "busybox"); err != nil {
@@ -243,7 +244,34 @@ func Ensure(ctx context.Context, name string) (string, error) {
 	if err := build(ctx, name, base, out); err != nil {
 		return "", err
 	}
+	prune(name, out)
 	return out, nil
+}
+
+// Archives of other recipe versions unused this long are removed.
+const keepUnused = 7 * 24 * time.Hour
+
+// touch marks an archive as used; prune goes by modification time.
+func touch(path string) {
+	now := time.Now()
+	if fi, err := os.Stat(path); err == nil && now.Sub(fi.ModTime()) > time.Hour {
+		_ = os.Chtimes(path, now, now)
+	}
+}
+
+// prune removes the image's archives of other recipes (an old checkout may
+// still use one, so only those unused for keepUnused).
+func prune(name, keep string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(keep), name+"-*.oci.tar"))
+	for _, m := range matches {
+		hash := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), name+"-"), ".oci.tar")
+		if m == keep || len(hash) != 16 || strings.Contains(hash, "-") {
+			continue // another image whose name starts with ours
+		}
+		if fi, err := os.Stat(m); err == nil && time.Since(fi.ModTime()) > keepUnused {
+			_ = os.Remove(m)
+		}
+	}
 }
 
 func build(ctx context.Context, name, base, out string) error {

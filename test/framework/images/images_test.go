@@ -84,6 +84,20 @@ func TestEnsureBuildsOnceAndCaches(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(stale, "storage"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Archives of older busybox recipes: the long unused one goes, the
+	// recent one and other images stay.
+	imagesDir := filepath.Join(CacheDir(), "images")
+	os.MkdirAll(imagesDir, 0o755)
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	oldBusybox := filepath.Join(imagesDir, "busybox-0123456789abcdef.oci.tar")
+	recentBusybox := filepath.Join(imagesDir, "busybox-fedcba9876543210.oci.tar")
+	otherImage := filepath.Join(imagesDir, "busybox-extra-0123456789abcdef.oci.tar")
+	for _, f := range []string{oldBusybox, recentBusybox, otherImage} {
+		os.WriteFile(f, nil, 0o644)
+		if f != recentBusybox {
+			os.Chtimes(f, old, old)
+		}
+	}
 	var wg sync.WaitGroup
 	paths := make([]string, 3)
 	errs := make([]error, 3)
@@ -117,6 +131,14 @@ func TestEnsureBuildsOnceAndCaches(t *testing.T) {
 	fi2, _ := os.Stat(again)
 	if again != paths[0] || !fi2.ModTime().Equal(fi.ModTime()) {
 		t.Error("second Ensure rebuilt the image")
+	}
+	if _, err := os.Stat(oldBusybox); !os.IsNotExist(err) {
+		t.Error("an archive unused for 30 days was kept")
+	}
+	for _, f := range []string{recentBusybox, otherImage} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s was pruned", f)
+		}
 	}
 	// No leftovers from the builds.
 	if entries, _ := os.ReadDir(filepath.Join(CacheDir(), "tmp")); len(entries) != 0 {
