@@ -132,7 +132,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, err
 		}
 	} else {
-		removeStaleWorkDirs(cp.logf)
+		RemoveStaleWorkDirs(cp.logf)
 		if cp.WorkDir, err = os.MkdirTemp("", workDirPrefix); err != nil {
 			return nil, err
 		}
@@ -472,10 +472,13 @@ func waitHTTP(ctx context.Context, p *process, client *http.Client, url string, 
 	}
 }
 
-// removeStaleWorkDirs deletes work dirs left by processes that died before
+// RemoveStaleWorkDirs deletes work dirs left by processes that died before
 // their Stop ran (a test binary killed by -timeout, for instance). Their
 // children died with them through Pdeathsig; only the files stay.
-func removeStaleWorkDirs(logf func(string, ...any)) {
+func RemoveStaleWorkDirs(logf func(string, ...any)) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix+"*"))
 	for _, dir := range dirs {
 		if _, err := os.Stat(filepath.Join(dir, "keep")); err == nil {

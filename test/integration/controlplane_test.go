@@ -1,0 +1,298 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
+	"github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions"
+	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
+)
+
+func testContext(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// The CRDs from artifacts/crds are served: the generated clientset writes an
+// ImageSpec, a generated informer sees it, and kubectl explains its schema.
+func TestControlPlaneServesImageSpecs(t *testing.T) {
+	cp := SharedControlPlane(t)
+	ns := NewTestNamespace(t)
+	ctx := testContext(t, time.Minute)
+	cs, err := versioned.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	factory := externalversions.NewSharedInformerFactoryWithOptions(cs, 0, externalversions.WithNamespace(ns))
+	lister := factory.Primehub().V1alpha1().ImageSpecs().Lister()
+	// Shutdown waits for the informers, which stop only when their
+	// channel closes.
+	informerCtx, stopInformers := context.WithCancel(ctx)
+	factory.Start(informerCtx.Done())
+	t.Cleanup(func() {
+		stopInformers()
+		factory.Shutdown()
+	})
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatalf("informer for %v did not sync", typ)
+		}
+	}
+
+	spec := &v1alpha1.ImageSpec{
+		ObjectMeta: metav1.ObjectMeta{Name: "datasci", Namespace: ns},
+		Spec: v1alpha1.ImageSpecSpec{
+			BaseImage: "python:3.11-slim",
+			Packages: v1alpha1.Packages{
+				Apt:   []string{"curl"},
+				Pip:   []string{"requests>=2.31"},
+				Conda: []string{"conda-forge::numpy>=1.26"},
+			},
+		},
+	}
+	created, err := cs.PrimehubV1alpha1().ImageSpecs(ns).Create(ctx, spec, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create ImageSpec: %v", err)
+	}
+
+	var got *v1alpha1.ImageSpec
+	err = wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
+		is, err := lister.ImageSpecs(ns).Get("datasci")
+		if err != nil || is.ResourceVersion != created.ResourceVersion {
+			return false, nil
+		}
+		got = is
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("ImageSpec %s/datasci never reached the informer cache: %v", ns, err)
+	}
+	if got.Spec.BaseImage != spec.Spec.BaseImage ||
+		strings.Join(got.Spec.Packages.Apt, ",") != "curl" ||
+		strings.Join(got.Spec.Packages.Pip, ",") != "requests>=2.31" ||
+		strings.Join(got.Spec.Packages.Conda, ",") != "conda-forge::numpy>=1.26" {
+		t.Errorf("informer holds spec %+v, want %+v", got.Spec, spec.Spec)
+	}
+
+	out, err := cp.Kubectl(ctx, "explain", "imagespec.spec.packages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(out)
+	for _, field := range []string{"apt", "pip", "conda"} {
+		if !strings.Contains(text, field) {
+			t.Errorf("kubectl explain imagespec.spec.packages lacks %q:\n%s", field, text)
+		}
+	}
+	if !strings.Contains(text, "FIELDS") {
+		t.Errorf("kubectl explain printed no field docs:\n%s", text)
+	}
+}
+
+func TestControlPlaneConfigMapReachesInformer(t *testing.T) {
+	cp := SharedControlPlane(t)
+	ns := NewTestNamespace(t)
+	ctx := testContext(t, time.Minute)
+	cs, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	lister := factory.Core().V1().ConfigMaps().Lister()
+	// Shutdown waits for the informers, which stop only when their
+	// channel closes.
+	informerCtx, stopInformers := context.WithCancel(ctx)
+	factory.Start(informerCtx.Done())
+	t.Cleanup(func() {
+		stopInformers()
+		factory.Shutdown()
+	})
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatalf("informer for %v did not sync", typ)
+		}
+	}
+
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns},
+		Data:       map[string]string{"answer": "42"},
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
+		got, err := lister.ConfigMaps(ns).Get("probe")
+		return err == nil && got.Data["answer"] == "42", nil
+	})
+	if err != nil {
+		t.Fatalf("configmap %s/probe never reached the informer cache: %v", ns, err)
+	}
+}
+
+// Without kube-controller-manager, CreateNamespace stands in for it; pods
+// (privileged ones too, for builds) must then pass admission.
+func TestControlPlaneNamespaceAdmitsPods(t *testing.T) {
+	cp := SharedControlPlane(t)
+	ns := NewTestNamespace(t)
+	ctx := testContext(t, time.Minute)
+	cs, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Errorf("serviceaccount default: %v", err)
+	}
+	root, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("configmap kube-root-ca.crt: %v", err)
+	}
+	if root.Data["ca.crt"] != string(cp.CA.CertPEM) {
+		t.Errorf("kube-root-ca.crt does not hold the control plane's CA")
+	}
+
+	privileged := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: ns},
+		Spec: corev1.PodSpec{
+			// No scheduler runs; a node test binds pods itself the same way.
+			NodeName: "no-such-node",
+			Containers: []corev1.Container{{
+				Name:            "build",
+				Image:           "example.invalid/builder:1",
+				SecurityContext: &corev1.SecurityContext{Privileged: &privileged},
+			}},
+		},
+	}
+	created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create privileged pod: %v", err)
+	}
+	// The ServiceAccount admission plugin mounts the token and root CA.
+	var projected bool
+	for _, v := range created.Spec.Volumes {
+		if v.Projected != nil {
+			projected = true
+		}
+	}
+	if !projected {
+		t.Errorf("pod has no projected service account volume: %+v", created.Spec.Volumes)
+	}
+}
+
+func TestControlPlaneKubectlIsPinnedVersion(t *testing.T) {
+	cp := SharedControlPlane(t)
+	ctx := testContext(t, time.Minute)
+	want := pinnedKubeVersion(t)
+
+	out, err := cp.Kubectl(ctx, "version", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		ClientVersion struct{ GitVersion string } `json:"clientVersion"`
+		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("kubectl version output %q: %v", out, err)
+	}
+	if v.ClientVersion.GitVersion != want || v.ServerVersion.GitVersion != want {
+		t.Errorf("kubectl %q, kube-apiserver %q; want both %q", v.ClientVersion.GitVersion, v.ServerVersion.GitVersion, want)
+	}
+}
+
+// pinnedKubeVersion reads the pin from hack/kube-tools/go.mod, the one place
+// that states it.
+func pinnedKubeVersion(t *testing.T) string {
+	t.Helper()
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "hack", "kube-tools", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "k8s.io/kubernetes" {
+			return f[1]
+		}
+	}
+	t.Fatal("hack/kube-tools/go.mod does not pin k8s.io/kubernetes")
+	return ""
+}
+
+func TestControlPlaneStopLeavesNothingBehind(t *testing.T) {
+	t.Setenv(controlplane.KeepWorkDirEnv, "")
+	shared := SharedControlPlane(t)
+	ctx := testContext(t, 3*time.Minute)
+
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: shared.BinDir, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	pids := cp.PIDs()
+	if len(pids) != 2 {
+		t.Fatalf("PIDs() = %v, want etcd and kube-apiserver", pids)
+	}
+	addrs := []string{hostPort(t, cp.APIServerURL), hostPort(t, cp.EtcdURL)}
+	workDir := cp.WorkDir
+	for _, pid := range pids {
+		if !processAlive(pid) {
+			t.Fatalf("pid %d not running before Stop", pid)
+		}
+	}
+
+	if err := cp.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := cp.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	for _, pid := range pids {
+		if processAlive(pid) || processGroupAlive(pid) {
+			t.Errorf("process (group) %d still alive after Stop", pid)
+		}
+	}
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("port %s still taken after Stop: %v", addr, err)
+			continue
+		}
+		l.Close()
+	}
+	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
+		t.Errorf("work dir %s still there after Stop (stat: %v)", workDir, err)
+	}
+}
+
+func hostPort(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
+}
