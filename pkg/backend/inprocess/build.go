@@ -120,7 +120,8 @@ func (b *Backend) run(ctx context.Context, bd *build, job *v1alpha1.ImageSpecJob
 		st.Reason = v1alpha1.ReasonSucceeded
 		st.Digest = res.digest
 		st.Message = fmt.Sprintf("Pushed %s@%s; %s; log: %s", job.Spec.TargetImage, res.digest, summary, bd.logPath)
-		b.logf("Build succeeded: job %s, %s@%s, %s", bd.key, job.Spec.TargetImage, res.digest, summary)
+		b.logf("Build succeeded: job %s, %s@%s, %s; pull %s, build %s, push %s", bd.key, job.Spec.TargetImage, res.digest, summary,
+			res.pull.Round(time.Millisecond), res.build.Round(time.Millisecond), res.push.Round(time.Millisecond))
 	}
 	st.LogTail = log.Tail(v1alpha1.MaxLogTailBytes)
 	b.set(bd, st)
@@ -140,6 +141,8 @@ func firstLine(s string, max int) string {
 type result struct {
 	baseDigest string
 	digest     string
+	// Durations of the phases, for the log.
+	pull, build, push time.Duration
 }
 
 // buildAndPush is one build: credentials, base image, Dockerfile, build,
@@ -196,7 +199,8 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "reading the config of base image %s: %v", base, err)
 	}
-	log.Printf("base image %s@%s (user %q) ready in %s", base, res.baseDigest, user, time.Since(t0).Round(time.Millisecond))
+	res.pull = time.Since(t0)
+	log.Printf("base image %s@%s (user %q) ready in %s", base, res.baseDigest, user, res.pull.Round(time.Millisecond))
 
 	in.User = user
 	df, err := dockerfile.Render(in)
@@ -222,7 +226,8 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBuildFailed, "build failed: %v", err)
 	}
-	log.Printf("built image %s in %s; %s", shortID(imageID), time.Since(t0).Round(time.Millisecond), log.CacheSummary())
+	res.build = time.Since(t0)
+	log.Printf("built image %s in %s; %s", shortID(imageID), res.build.Round(time.Millisecond), log.CacheSummary())
 
 	// Push. A cancelled build never gets here.
 	dest, err := alltransports.ParseImageName("docker://" + job.Spec.TargetImage)
@@ -245,7 +250,8 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 		}
 		return res, fail(v1alpha1.ReasonPushFailed, "pushing %s: %v", job.Spec.TargetImage, err)
 	}
-	log.Printf("pushed in %s", time.Since(t0).Round(time.Millisecond))
+	res.push = time.Since(t0)
+	log.Printf("pushed in %s", res.push.Round(time.Millisecond))
 	res.digest = dgst.String()
 	return res, nil
 }
