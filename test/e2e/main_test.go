@@ -150,7 +150,14 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	if env.WorkDir, err = os.MkdirTemp("", "imagespec-e2e-"); err != nil {
 		return nil, nil, err
 	}
-	stops = append(stops, func() { os.RemoveAll(env.WorkDir) })
+	stops = append(stops, func() {
+		// E2E_KEEP_WORKDIR=1 keeps build logs and stores for a look after the run.
+		if os.Getenv("E2E_KEEP_WORKDIR") == "" {
+			os.RemoveAll(env.WorkDir)
+		} else {
+			fmt.Fprintf(os.Stderr, "e2e work dir kept: %s\n", env.WorkDir)
+		}
+	})
 	env.CertsDir = filepath.Join(env.WorkDir, "certs.d")
 	env.StorageDir = filepath.Join(env.WorkDir, "storage")
 
