@@ -42,6 +42,10 @@ const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ImageSpecLabel names a job's ImageSpec, for kubectl -l.
 	ImageSpecLabel = "primehub.io/imagespec"
+	// SpecGenerationAnnotation records on a job the ImageSpec generation it
+	// was created for: it orders job history and tells users which edit a
+	// job builds.
+	SpecGenerationAnnotation = "primehub.io/imagespec-generation"
 	// DefaultPushSecretName is the Secret the controller keeps in every
 	// namespace that builds, holding the registry credentials.
 	DefaultPushSecretName = "imagespec-push-credentials"

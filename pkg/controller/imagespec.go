@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -193,6 +194,7 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 			UpdateTime:     spec.Spec.UpdateTime,
 		},
 	}
+	job.Annotations = map[string]string{SpecGenerationAnnotation: strconv.FormatInt(spec.Generation, 10)}
 	if len(validation.IsValidLabelValue(spec.Name)) == 0 {
 		job.Labels = map[string]string{ImageSpecLabel: spec.Name}
 	}
@@ -249,14 +251,12 @@ func (c *Controller) pruneHistory(ctx context.Context, spec *v1alpha1.ImageSpec,
 		}
 		switch j.Status.Phase {
 		case v1alpha1.JobSucceeded:
-			if image != "" && j.Status.Image == image {
-				continue
-			}
 			succeeded = append(succeeded, j)
 		case v1alpha1.JobFailed, v1alpha1.JobCancelled:
 			failed = append(failed, j)
 		}
 	}
+	inUse := func(j *v1alpha1.ImageSpecJob) bool { return image != "" && j.Status.Image == image }
 	var errs []error
 	for _, group := range []struct {
 		jobs  []*v1alpha1.ImageSpecJob
@@ -267,6 +267,9 @@ func (c *Controller) pruneHistory(ctx context.Context, spec *v1alpha1.ImageSpec,
 		}
 		sort.Slice(group.jobs, func(i, k int) bool { return newerThan(group.jobs[i], group.jobs[k]) })
 		for _, j := range group.jobs[group.limit:] {
+			if inUse(j) {
+				continue
+			}
 			uid := j.UID
 			err := c.client.PrimehubV1alpha1().ImageSpecJobs(j.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{
 				Preconditions: &metav1.Preconditions{UID: &uid},
@@ -291,7 +294,19 @@ func finishedAt(j *v1alpha1.ImageSpecJob) metav1.Time {
 	return j.CreationTimestamp
 }
 
+// specGeneration is the ImageSpec generation a job was made for; 0 for jobs
+// made by hand.
+func specGeneration(j *v1alpha1.ImageSpecJob) int64 {
+	g, _ := strconv.ParseInt(j.Annotations[SpecGenerationAnnotation], 10, 64)
+	return g
+}
+
+// newerThan orders jobs newest first: by the spec generation they build
+// (timestamps have one-second resolution), then by finish time.
 func newerThan(a, b *v1alpha1.ImageSpecJob) bool {
+	if ga, gb := specGeneration(a), specGeneration(b); ga != gb {
+		return ga > gb
+	}
 	ta, tb := finishedAt(a), finishedAt(b)
 	if !ta.Equal(&tb) {
 		return tb.Before(&ta)

@@ -70,6 +70,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		}
 		if err := c.ensurePushSecret(ctx, job.Namespace); err != nil {
 			c.releaseSlot(key)
+			c.recorder.Eventf(job, corev1.EventTypeWarning, "PushSecretFailed", "Cannot prepare the push credentials: %v", err)
 			return err
 		}
 	}
