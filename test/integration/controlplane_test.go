@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -286,6 +288,56 @@ func TestControlPlaneStopLeavesNothingBehind(t *testing.T) {
 	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
 		t.Errorf("work dir %s still there after Stop (stat: %v)", workDir, err)
 	}
+	select {
+	case <-cp.Done():
+	default:
+		t.Error("Done() not closed after Stop")
+	}
+}
+
+// A kube-apiserver that cannot start fails Start with the end of its log,
+// and what Start had already launched is gone.
+func TestControlPlaneStartFailureReportsLogAndCleansUp(t *testing.T) {
+	t.Setenv(controlplane.KeepWorkDirEnv, "")
+	shared := SharedControlPlane(t)
+	ctx := testContext(t, 3*time.Minute)
+	before := controlPlaneWorkDirs(t)
+
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		BinDir:             shared.BinDir,
+		ExtraAPIServerArgs: []string{"--no-such-flag=1"},
+	})
+	if err == nil {
+		_ = cp.Stop()
+		t.Fatal("Start succeeded with an unknown kube-apiserver flag")
+	}
+	if !strings.Contains(err.Error(), "kube-apiserver exited") || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Errorf("error lacks the exit and the log tail: %v", err)
+	}
+	t.Logf("Start failed as expected: %v", err)
+	for _, dir := range controlPlaneWorkDirs(t) {
+		if !slices.Contains(before, dir) {
+			t.Errorf("failed Start left work dir %s", dir)
+		}
+	}
+}
+
+// controlPlaneWorkDirs lists the work dirs this test process owns; other
+// test binaries may be creating theirs at the same time.
+func controlPlaneWorkDirs(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "imagespec-controlplane-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ours []string
+	for _, dir := range dirs {
+		owner, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err == nil && strings.TrimSpace(string(owner)) == strconv.Itoa(os.Getpid()) {
+			ours = append(ours, dir)
+		}
+	}
+	return ours
 }
 
 func hostPort(t *testing.T, raw string) string {

@@ -90,6 +90,7 @@ type ControlPlane struct {
 	apiserver   *process
 	stopOnce    sync.Once
 	stopErr     error
+	done        chan struct{}
 }
 
 // Start runs etcd and kube-apiserver, waits until the apiserver is ready and
@@ -97,7 +98,7 @@ type ControlPlane struct {
 // stopped again. Call Stop when done.
 func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	begin := time.Now()
-	cp := &ControlPlane{logf: opts.Logf, BinDir: opts.BinDir}
+	cp := &ControlPlane{logf: opts.Logf, BinDir: opts.BinDir, done: make(chan struct{})}
 	if cp.logf == nil {
 		cp.logf = func(string, ...any) {}
 	}
@@ -167,7 +168,29 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if len(cp.CRDs) > 0 {
 		cp.logf("%d CRDs established after %v", len(cp.CRDs), cp.Timings.CRDsEstablished.Round(time.Millisecond))
 	}
+	go func() {
+		select {
+		case <-cp.etcd.done:
+		case <-cp.apiserver.done:
+		}
+		close(cp.done)
+	}()
 	return cp, nil
+}
+
+// Done is closed when etcd or kube-apiserver exits, through Stop or not; a
+// long-lived user (the dev environment) watches it to notice a crash.
+func (cp *ControlPlane) Done() <-chan struct{} { return cp.done }
+
+// Err describes why the control plane is down, with the end of the log of
+// the process that exited, or is nil while both run.
+func (cp *ControlPlane) Err() error {
+	for _, p := range []*process{cp.apiserver, cp.etcd} {
+		if p != nil && p.exited() {
+			return p.exitError()
+		}
+	}
+	return nil
 }
 
 // Stop terminates kube-apiserver and etcd (their whole process groups) and
@@ -219,7 +242,8 @@ func (cp *ControlPlane) Kubectl(ctx context.Context, args ...string) ([]byte, er
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			stderr = strings.TrimSpace(string(ee.Stderr))
 		}
 		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr)

@@ -118,7 +118,7 @@ func (p *process) stop(grace time.Duration) error {
 
 // exitError describes an unexpected exit, with the end of the log.
 func (p *process) exitError() error {
-	return fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.name, p.waitErr, p.logPath, p.tail(40))
+	return fmt.Errorf("%s exited: %v\n--- last lines of %s (IMAGESPEC_KEEP_WORKDIR=1 keeps it) ---\n%s", p.name, p.waitErr, p.logPath, p.tail(40))
 }
 
 func (p *process) tail(lines int) string {
