@@ -86,6 +86,9 @@ kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${kube_version}"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=${minor}"
 
+# An interrupted build leaves no half-written binary behind.
+trap 'rm -f "${bin_dir}"/.*.tmp.$$' EXIT
+
 # One binary at a time: the build machines have two cores and other jobs.
 for b in $(missing); do
 	start=${SECONDS}
