@@ -109,7 +109,7 @@ func tailOf(s string, n int) string {
 
 // buildAndPush builds dockerfile with `buildah bud` (chroot isolation,
 // layers, as the backend builds) and pushes it with `buildah push`.
-func (s *cliStore) buildAndPush(b *testing.B, df []byte, target string) {
+func (s *cliStore) buildAndPush(b *testing.B, df []byte, target string) (build, push time.Duration) {
 	b.Helper()
 	dir, err := os.MkdirTemp(s.root, "ctx-")
 	if err != nil {
@@ -122,13 +122,17 @@ func (s *cliStore) buildAndPush(b *testing.B, df []byte, target string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
+	start := time.Now()
 	if err := s.run(ctx, "bud", "--quiet", "--isolation", "chroot", "--layers", "--pull-never", "-f", dfPath, "-t", target, dir); err != nil {
 		b.Fatal(err)
 	}
+	build = time.Since(start)
+	start = time.Now()
 	if err := s.run(ctx, "push", "--quiet", "--cert-dir", filepath.Join(s.env.CertsDir, s.env.Registry.Host),
 		"--authfile", s.env.Registry.AuthFile, target, "docker://"+target); err != nil {
 		b.Fatal(err)
 	}
+	return build, time.Since(start)
 }
 
 // End-to-end time of the controller with the inprocess backend (ImageSpec
@@ -143,7 +147,7 @@ func BenchmarkInprocessVsBuildahCLI(b *testing.B) {
 	cli := newCLIStore(b, env)
 	opts := env.DefaultOptions(ns, env.Settings)
 
-	var inproc, viaCLI time.Duration
+	var inproc, viaCLI, cliBuild, cliPush time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		apt := benchAptVsCLI[nextVsCLI%len(benchAptVsCLI)]
@@ -166,8 +170,10 @@ func BenchmarkInprocessVsBuildahCLI(b *testing.B) {
 		}
 		runCLI := func() {
 			start := time.Now()
-			cli.buildAndPush(b, df, fmt.Sprintf("%s/e2e/cli-cmp-%d:%s", env.Registry.Host, i, randomHex(6)))
+			bd, pd := cli.buildAndPush(b, df, fmt.Sprintf("%s/e2e/cli-cmp-%d:%s", env.Registry.Host, i, randomHex(6)))
 			viaCLI += time.Since(start)
+			cliBuild += bd
+			cliPush += pd
 		}
 		if i%2 == 0 {
 			runInproc()
@@ -182,6 +188,8 @@ func BenchmarkInprocessVsBuildahCLI(b *testing.B) {
 	b.ReportMetric(inproc.Seconds()/n, "inprocess-s/op")
 	b.ReportMetric(viaCLI.Seconds()/n, "buildah-cli-s/op")
 	b.ReportMetric(inproc.Seconds()/viaCLI.Seconds(), "inprocess/cli")
+	b.ReportMetric(cliBuild.Seconds()/n, "cli-bud-s/op")
+	b.ReportMetric(cliPush.Seconds()/n, "cli-push-s/op")
 }
 
 // A rebuild after adding one pip package (apt layer from the cache) against

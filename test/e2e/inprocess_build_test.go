@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 )
@@ -116,5 +119,43 @@ func TestInprocessUnknownAptPackage(t *testing.T) {
 	}
 	if TagExists(t, env.Registry, job.Spec.TargetImage) {
 		t.Errorf("%s was pushed by a failed build", job.Spec.TargetImage)
+	}
+}
+
+// A controller that stops mid-build leaves the job Running with
+// status.backend set; the next controller process has no build in memory
+// and builds it again, to the same target.
+func TestInprocessRestartRebuilds(t *testing.T) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	c, _ := StartInprocessController(t, ns, ControllerConfig{})
+	spec := baseSpec(env)
+	spec.Packages.Pip = []string{"e2e-hello", "e2e-third"}
+	createSpec(t, c, ns, "restart", spec)
+	var running *v1alpha1.ImageSpecJob
+	WaitFor(t, buildTimeout, func(ctx context.Context) (bool, string) {
+		is, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, "restart", metav1.GetOptions{})
+		if err != nil || is.Status.JobName == "" {
+			return false, "no job yet"
+		}
+		j, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, is.Status.JobName, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		running = j
+		return j.Status.Phase == v1alpha1.JobRunning, string(j.Status.Phase)
+	})
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	c2, _ := StartInprocessController(t, ns, ControllerConfig{})
+	job := WaitJob(t, c2, ns, "restart", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if job.Name != running.Name || job.Status.Image != running.Spec.TargetImage {
+		t.Errorf("after the restart: job %s image %s, want job %s image %s", job.Name, job.Status.Image, running.Name, running.Spec.TargetImage)
+	}
+	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
+		t.Errorf("registry has %s, status says %s", info.Digest, job.Status.Digest)
 	}
 }
