@@ -20,17 +20,16 @@ import (
 
 // orphanHelperEnv makes the test binary start a control plane, report it
 // and hang, so a test can kill it the way -timeout or a CI cancel would.
-const orphanHelperEnv = "IMAGESPEC_CONTROLPLANE_ORPHAN_HELPER"
+const (
+	orphanHelperEnv = "IMAGESPEC_CONTROLPLANE_ORPHAN_HELPER"
+	// The test owns the helper's (empty) CRD dir: the helper gets killed
+	// and could not remove one of its own.
+	orphanCRDDirEnv = "IMAGESPEC_CONTROLPLANE_ORPHAN_CRD_DIR"
+)
 
 func orphanHelper() int {
-	emptyCRDs, err := os.MkdirTemp("", "imagespec-no-crds-")
-	if err != nil {
-		fmt.Println("ERROR", err)
-		return 1
-	}
-	defer os.RemoveAll(emptyCRDs)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: os.Getenv(controlplane.BinDirEnv), CRDDir: emptyCRDs})
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: os.Getenv(controlplane.BinDirEnv), CRDDir: os.Getenv(orphanCRDDirEnv)})
 	cancel()
 	if err != nil {
 		fmt.Println("ERROR", strings.ReplaceAll(err.Error(), "\n", " | "))
@@ -57,7 +56,7 @@ func TestControlPlaneChildrenDieWithTheirParent(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), orphanHelperEnv+"=1", controlplane.BinDirEnv+"="+shared.BinDir, controlplane.KeepWorkDirEnv+"=")
+	cmd.Env = append(os.Environ(), orphanHelperEnv+"=1", orphanCRDDirEnv+"="+t.TempDir(), controlplane.BinDirEnv+"="+shared.BinDir, controlplane.KeepWorkDirEnv+"=")
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
