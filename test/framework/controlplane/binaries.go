@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 )
 
 const modulePath = "github.com/imagespec/imagespec-controller"
@@ -86,6 +87,9 @@ func EnsureBinaries(ctx context.Context) (string, error) {
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
+	// A cancelled build must stop go build too, not only the shell.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("%s: %w", script, err)
 	}
