@@ -10,6 +10,7 @@ skopeo
 buildah
 runc
 containerd
+containernetworking-plugins
 uidmap
 debootstrap
 busybox-static
