@@ -20,6 +20,15 @@ import (
 	informers "github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions"
 )
 
+// Defaults of cmd/controller's flags. The client limits let a burst of a
+// thousand ImageSpecs through without client-side throttling; the API
+// server's priority and fairness still protects it.
+const (
+	DefaultQPS     = 1000
+	DefaultBurst   = 2000
+	DefaultWorkers = 8
+)
+
 // Clients are the API clients a controller and its backend share.
 type Clients struct {
 	Kube   kubernetes.Interface

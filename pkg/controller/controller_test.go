@@ -199,6 +199,9 @@ func TestNewSpecCreatesDeterministicJob(t *testing.T) {
 	if created == nil {
 		t.Fatalf("no job created: %v", f.writes())
 	}
+	if ev := f.events(); len(ev) != 1 || !strings.Contains(ev[0], "JobCreated") {
+		t.Errorf("events %v", ev)
+	}
 	in := backendInputsOf(spec)
 	tag := revision.Tag(in, "")
 	if want := spec.Name + "-" + tag; created.Name != want {
@@ -213,15 +216,21 @@ func TestNewSpecCreatesDeterministicJob(t *testing.T) {
 	if created.Spec.PushSecret != DefaultPushSecretName || created.Labels[ImageSpecLabel] != "numpy" {
 		t.Errorf("push secret %q, labels %v", created.Spec.PushSecret, created.Labels)
 	}
+	for _, a := range f.writes() {
+		if a.GetSubresource() == "status" {
+			t.Fatalf("status written before the job's informer event: %v", a)
+		}
+	}
+	// The job's informer event syncs the spec again; now its status names
+	// the job.
+	f = newFixture(t, defaultOptions(), spec, created)
+	f.syncSpec(spec)
 	st := statusUpdate[*v1alpha1.ImageSpec](t, f.writes(), "imagespecs").Status
 	if st.Phase != v1alpha1.JobPending || st.JobName != created.Name || st.Revision != tag || st.ObservedGeneration != 1 {
 		t.Errorf("spec status %+v", st)
 	}
 	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse {
 		t.Errorf("Ready condition %+v", c)
-	}
-	if ev := f.events(); len(ev) != 1 || !strings.Contains(ev[0], "JobCreated") {
-		t.Errorf("events %v", ev)
 	}
 }
 

@@ -139,10 +139,14 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 		}
 	}
 	if job == nil {
-		job, err = c.createJob(ctx, spec, rev)
-		if err != nil {
+		if _, err = c.createJob(ctx, spec, rev); err != nil {
 			return err
 		}
+		// The new job's informer event syncs this spec again and writes
+		// its status then, usually with the job already running: one
+		// status write per new revision instead of two.
+		c.supersedeOthers(jobs, rev.jobName)
+		return nil
 	}
 	c.supersedeOthers(jobs, rev.jobName)
 

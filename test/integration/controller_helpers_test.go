@@ -72,11 +72,10 @@ func defaultControllerOptions(namespace string) app.Options {
 }
 
 // startController runs a controller with the scripted backend until the
-// test ends (or stop is called).
-func startController(t *testing.T, be *backendtest.Scripted, opts app.Options) *runningController {
-	t.Helper()
-	cp := SharedControlPlane(t)
-	cfg := rest.CopyConfig(cp.RESTConfig)
+// test ends (or stop is called). writes counts its mutating requests.
+func startController(tb testing.TB, be *backendtest.Scripted, opts app.Options) *runningController {
+	tb.Helper()
+	cfg := rest.CopyConfig(SharedControlPlane(tb).RESTConfig)
 	writes := &atomic.Int64{}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
@@ -86,18 +85,25 @@ func startController(t *testing.T, be *backendtest.Scripted, opts app.Options) *
 			return rt.RoundTrip(req)
 		})
 	})
+	r := startControllerWithConfig(tb, cfg, be, opts)
+	r.writes = writes
+	return r
+}
+
+func startControllerWithConfig(tb testing.TB, cfg *rest.Config, be *backendtest.Scripted, opts app.Options) *runningController {
+	tb.Helper()
 	clients, err := app.NewClients(cfg, opts)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	logger, _ := ktesting.NewTestContext(t)
+	logger, _ := ktesting.NewTestContext(tb)
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
-	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: writes}
+	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: &atomic.Int64{}}
 	go func() {
 		r.err = app.Run(ctx, clients, be, opts)
 		close(r.done)
 	}()
-	t.Cleanup(func() { cancel(); <-r.done })
+	tb.Cleanup(func() { cancel(); <-r.done })
 	return r
 }
 
