@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 )
 
 // aptPackage is small and not in the base image.
@@ -128,28 +131,41 @@ func TestInprocessUnknownAptPackage(t *testing.T) {
 func TestInprocessRestartRebuilds(t *testing.T) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
-	c, _ := StartInprocessController(t, ns, ControllerConfig{})
+	// The pip step waits on this index until the first controller is gone.
+	index := newHangingIndex(t)
+	sources := func(o *app.Options) {
+		o.Controller.Sources.PipIndexURL = "http://" + index.addr + "/simple/"
+		o.Controller.Sources.PipTrustedHosts = []string{index.addr}
+	}
+	c, _ := StartInprocessController(t, ns, ControllerConfig{Tweak: sources})
 	spec := baseSpec(env)
 	spec.Packages.Pip = []string{"e2e-hello", "e2e-third"}
 	createSpec(t, c, ns, "restart", spec)
-	var running *v1alpha1.ImageSpecJob
-	WaitFor(t, buildTimeout, func(ctx context.Context) (bool, string) {
-		is, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, "restart", metav1.GetOptions{})
-		if err != nil || is.Status.JobName == "" {
-			return false, "no job yet"
-		}
-		j, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, is.Status.JobName, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		running = j
-		return j.Status.Phase == v1alpha1.JobRunning, string(j.Status.Phase)
-	})
+	select {
+	case <-index.hit:
+	case <-time.After(buildTimeout):
+		t.Fatal("the pip step never reached the index")
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	is, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, "restart", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, is.Status.JobName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if running.Status.Phase != v1alpha1.JobRunning || running.Status.Backend != inprocess.Name {
+		t.Fatalf("after the controller stopped, job %s is %s with backend %q; want Running, inprocess",
+			running.Name, running.Status.Phase, running.Status.Backend)
+	}
 
-	c2, _ := StartInprocessController(t, ns, ControllerConfig{})
+	index.Release()
+	c2, _ := StartInprocessController(t, ns, ControllerConfig{Tweak: sources})
 	job := WaitJob(t, c2, ns, "restart", "", buildTimeout)
 	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 	if job.Name != running.Name || job.Status.Image != running.Spec.TargetImage {

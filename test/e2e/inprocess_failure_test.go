@@ -5,6 +5,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -45,27 +47,40 @@ func TestInprocessWrongPassword(t *testing.T) {
 	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, wrong, env.Registry.Password)
 }
 
-// hangingIndex is a package index that answers no request: a pip step
-// against it runs until it is stopped.
+// hangingIndex is a package index that answers no request until Release:
+// a pip step against it runs until it is stopped. Released, it passes
+// requests on to the env's index.
 type hangingIndex struct {
-	srv  *http.Server
-	addr string
-	hit  chan struct{}
-	once sync.Once
-	quit chan struct{}
+	srv         *http.Server
+	addr        string
+	hit         chan struct{}
+	once        sync.Once
+	quit        chan struct{}
+	release     chan struct{}
+	releaseOnce sync.Once
 }
+
+// Release makes the index answer from then on.
+func (h *hangingIndex) Release() { h.releaseOnce.Do(func() { close(h.release) }) }
 
 func newHangingIndex(t *testing.T) *hangingIndex {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hangingIndex{addr: l.Addr().String(), hit: make(chan struct{}), quit: make(chan struct{})}
+	target, err := url.Parse("http://" + SharedEnv(t).PyPI.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	h := &hangingIndex{addr: l.Addr().String(), hit: make(chan struct{}), quit: make(chan struct{}), release: make(chan struct{})}
 	h.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.once.Do(func() { close(h.hit) })
 		select {
 		case <-r.Context().Done():
 		case <-h.quit:
+		case <-h.release:
+			proxy.ServeHTTP(w, r)
 		}
 	})}
 	go func() { _ = h.srv.Serve(l) }()
