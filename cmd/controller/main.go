@@ -72,6 +72,8 @@ func main() {
 		return
 	}
 	klog.InitFlags(nil)
+	var ops opsFlags
+	ops.register(flag.CommandLine)
 	var f flags
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig. Only required if out-of-cluster.")
 	flag.StringVar(&f.masterURL, "master", "", "The address of the Kubernetes API server. Overrides any value in kubeconfig. Only required if out-of-cluster.")
@@ -106,14 +108,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := klog.FromContext(ctx)
-	if err := run(ctx, f); err != nil {
+	if err := run(ctx, f, ops); err != nil {
 		logger.Error(err, "Controller failed")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	klog.Flush()
 }
 
-func run(ctx context.Context, f flags) error {
+func run(ctx context.Context, f flags, ops opsFlags) error {
 	logger := klog.FromContext(ctx)
 	settings, err := loadSettings(f.envFile)
 	if err != nil {
@@ -122,8 +124,7 @@ func run(ctx context.Context, f flags) error {
 	if !settings.FeatureEnabled {
 		// Idle but alive: a Deployment with the feature off must not crash-loop.
 		logger.Info("Custom image builds are disabled: set " + config.EnvFeatureCustomImage + "=true to enable them. Building nothing.")
-		<-ctx.Done()
-		return nil
+		return app.Idle(ctx, ops.metricsAddr, ops.healthAddr)
 	}
 	sources := dockerfile.Sources{
 		AptMirror:         f.aptMirror,
@@ -144,6 +145,10 @@ func run(ctx context.Context, f flags) error {
 		Workers:   f.workers,
 		QPS:       float32(f.qps),
 		Burst:     f.burst,
+		// Operations: leader election and the metrics and probe server.
+		LeaderElection: ops.leaderElection(),
+		MetricsAddr:    ops.metricsAddr,
+		HealthAddr:     ops.healthAddr,
 		Controller: controller.Options{
 			Registry:              settings.Registry,
 			PushSecretName:        f.pushSecretName,
@@ -208,5 +213,53 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 		return be, nil
 	default:
 		return nil, fmt.Errorf("--backend=%q: this build has no such backend", f.backendName)
+	}
+}
+
+// opsFlags configure how replicas share the work and how they are watched.
+type opsFlags struct {
+	leaderElect                  bool
+	leaseDuration, renewDeadline time.Duration
+	retryPeriod                  time.Duration
+	leaseName, leaseNamespace    string
+	metricsAddr, healthAddr      string
+}
+
+func (o *opsFlags) register(fs *flag.FlagSet) {
+	// In a cluster more than one replica may run (a Deployment's rollout
+	// overlaps two): only the Lease holder may act there.
+	inCluster := os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	fs.BoolVar(&o.leaderElect, "leader-elect", inCluster, "Act only while holding a Lease, so replicas take turns. Default: true in a cluster (KUBERNETES_SERVICE_HOST set), false outside.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", app.DefaultLeaseDuration, "How long standbys wait after the leader's last renewal before taking over.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", app.DefaultRenewDeadline, "How long the leader tries to renew before it stops acting; below --leader-elect-lease-duration.")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", app.DefaultRetryPeriod, "How often replicas try to acquire or renew the Lease.")
+	fs.StringVar(&o.leaseName, "leader-elect-resource-name", app.DefaultLeaseName, "Name of the Lease.")
+	fs.StringVar(&o.leaseNamespace, "leader-elect-resource-namespace", "", "Namespace of the Lease. Default: $POD_NAMESPACE, else the service account's namespace, else imagespec-system.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address serving /metrics (Prometheus text format); empty disables it.")
+	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "Address serving /healthz and /readyz; empty disables them. May equal --metrics-bind-address.")
+}
+
+func (o *opsFlags) leaderElection() *app.LeaderElection {
+	if !o.leaderElect {
+		return nil
+	}
+	ns := o.leaseNamespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	if ns == "" {
+		ns = "imagespec-system"
+	}
+	return &app.LeaderElection{
+		Namespace:     ns,
+		Name:          o.leaseName,
+		LeaseDuration: o.leaseDuration,
+		RenewDeadline: o.renewDeadline,
+		RetryPeriod:   o.retryPeriod,
 	}
 }

@@ -12,12 +12,14 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	clientset "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
 	informers "github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions"
+	"github.com/imagespec/imagespec-controller/pkg/metrics"
 )
 
 // Defaults of cmd/controller's flags. The client limits let a burst of a
@@ -49,6 +51,12 @@ type Options struct {
 	// client-side throttling.
 	QPS   float32
 	Burst int
+	// LeaderElection, when set, runs the controller only while this
+	// replica holds the Lease; nil runs it at once.
+	LeaderElection *LeaderElection
+	// MetricsAddr serves /metrics and HealthAddr /healthz and /readyz
+	// ("" disables; the same address serves all three).
+	MetricsAddr, HealthAddr string
 }
 
 // NewClients builds the clients for cfg with the options' rate limits.
@@ -75,6 +83,25 @@ func NewClients(cfg *rest.Config, opts Options) (*Clients, error) {
 // must be built from the same Clients (it registers its informers on
 // Managed before Run starts the factories).
 func Run(ctx context.Context, clients *Clients, be backend.Backend, opts Options) error {
+	// Before controller.New: its workqueues pick the metrics provider up
+	// when they are made.
+	metrics.Register()
+	p := &probes{watchdog: leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)}
+	stopServing, err := serveProbes(ctx, opts.MetricsAddr, opts.HealthAddr, p)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
+	run := func(ctx context.Context) error { return runController(ctx, clients, be, opts, p) }
+	if opts.LeaderElection == nil {
+		metrics.Leader.Set(1)
+		defer metrics.Leader.Set(0)
+		return run(ctx)
+	}
+	return runLeaderElected(ctx, clients, *opts.LeaderElection, p, run)
+}
+
+func runController(ctx context.Context, clients *Clients, be backend.Backend, opts Options, p *probes) error {
 	logger := klog.FromContext(ctx)
 	if opts.Workers <= 0 {
 		opts.Workers = 1
@@ -94,8 +121,23 @@ func Run(ctx context.Context, clients *Clients, be backend.Backend, opts Options
 	clients.Managed.Start(ctx.Done())
 	defer factory.Shutdown()
 	defer clients.Managed.Shutdown()
+	go func() {
+		if allSynced(factory.WaitForCacheSync(ctx.Done())) && allSynced(clients.Managed.WaitForCacheSync(ctx.Done())) {
+			p.synced.Store(true)
+		}
+	}()
+	defer p.synced.Store(false)
 	start := time.Now()
 	err = c.Run(ctx, opts.Workers)
 	logger.Info("Controller stopped", "ran", time.Since(start).Round(time.Second))
 	return err
+}
+
+func allSynced[K comparable](synced map[K]bool) bool {
+	for _, ok := range synced {
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -8,12 +8,12 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -271,28 +271,52 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		logger.Error(err, "Refreshing push Secrets; will retry before each build")
 	}
 
+	// Syncs run with a context that outlives ctx: on shutdown a sync in
+	// flight finishes its status write (within ShutdownGrace) instead of
+	// failing half way, and only then may the caller release the lease.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var running sync.WaitGroup
 	logger.Info("Starting workers", "count", workers)
 	for i := 0; i < workers; i++ {
-		go wait.UntilWithContext(ctx, func(ctx context.Context) { c.runWorker(ctx, c.specQueue, c.syncImageSpec) }, time.Second)
-		go wait.UntilWithContext(ctx, func(ctx context.Context) { c.runWorker(ctx, c.jobQueue, c.syncJob) }, time.Second)
+		running.Go(func() { c.runWorker(ctx, workCtx, c.specQueue, c.syncImageSpec) })
+		running.Go(func() { c.runWorker(ctx, workCtx, c.jobQueue, c.syncJob) })
 	}
 	logger.Info("Started workers")
 	<-ctx.Done()
-	logger.Info("Shutting down workers")
+	logger.Info("Shutting down workers; waiting for syncs in flight")
+	// Queued keys are dropped, not drained: the next leader lists
+	// everything again.
+	c.specQueue.ShutDown()
+	c.jobQueue.ShutDown()
+	grace := time.AfterFunc(ShutdownGrace, cancelWork)
+	defer grace.Stop()
+	running.Wait()
+	logger.Info("Workers stopped")
 	return nil
 }
 
-func (c *Controller) runWorker(ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) {
-	for c.processNextItem(ctx, queue, sync) {
+// ShutdownGrace bounds how long syncs in flight may run after the
+// controller was told to stop; below the Deployment's termination grace.
+var ShutdownGrace = 20 * time.Second
+
+// runWorker processes items until the queue shuts down or stop is done;
+// syncs get ctx.
+func (c *Controller) runWorker(stop, ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) {
+	defer utilruntime.HandleCrash()
+	for stop.Err() == nil && c.processNextItem(stop, ctx, queue, sync) {
 	}
 }
 
-func (c *Controller) processNextItem(ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) bool {
+func (c *Controller) processNextItem(stop, ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName], sync func(context.Context, cache.ObjectName) error) bool {
 	key, shutdown := queue.Get()
 	if shutdown {
 		return false
 	}
 	defer queue.Done(key)
+	if stop.Err() != nil {
+		return false
+	}
 	logger := klog.LoggerWithValues(klog.FromContext(ctx), "key", key.String())
 	err := sync(klog.NewContext(ctx, logger), key)
 	if err == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/metrics"
 )
 
 // started reports whether a backend was asked to build the job.
@@ -232,6 +233,7 @@ func (c *Controller) updateJobStatus(ctx context.Context, job *v1alpha1.ImageSpe
 
 // recordTransition emits one event per phase change.
 func (c *Controller) recordTransition(job *v1alpha1.ImageSpecJob, status *v1alpha1.ImageSpecJobStatus) {
+	metrics.BuildTransition(job, status)
 	if job.Status.Phase == status.Phase && job.Status.Reason == status.Reason {
 		return
 	}
