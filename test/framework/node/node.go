@@ -211,8 +211,11 @@ func (n *Node) writeConfigs(reg *registry.Registry, nodeCreds bool) error {
 	if err := os.MkdirAll(hostDir, 0o755); err != nil {
 		return err
 	}
-	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
-		"https://"+reg.Host, "https://"+reg.Host, reg.CACertPath)
+	// The CA at the top too: after a [host] entry answers 404 the resolver
+	// falls back to the server, which would otherwise report an x509 error
+	// instead of "not found". containerd 1.6 requires a [host] tree.
+	hosts := fmt.Sprintf("server = %[1]q\nca = %[2]q\n\n[host.%[1]q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %[2]q\n",
+		"https://"+reg.Host, reg.CACertPath)
 	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
 		return err
 	}
@@ -386,8 +389,9 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 		"--kubeconfig="+n.path("kubelet.kubeconfig"),
 		"--root-dir="+n.path("kubelet"),
 		"--cert-dir="+n.path("pki"),
+		// The apiserver reaches the kubelet by its Hostname address,
+		// "localhost"; --node-ip cannot be a loopback address.
 		"--hostname-override="+Name,
-		"--node-ip=127.0.0.1",
 		"--v=2",
 	)
 	if err != nil {
