@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -412,6 +413,25 @@ func TestNodeStopRestoresHost(t *testing.T) {
 	}
 	after := snapshotHost(t)
 
+	compareHost(t, before, after)
+	for _, pid := range pids {
+		if processAlive(pid) {
+			t.Errorf("pid %d (containerd or kubelet) alive after Stop", pid)
+		}
+	}
+	for p, existed := range before.paths {
+		if after.paths[p] != existed {
+			t.Errorf("%s: existed before %v, after Stop %v", p, existed, after.paths[p])
+		}
+	}
+	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
+		t.Errorf("work dir %s still there (stat: %v)", workDir, err)
+	}
+}
+
+// compareHost reports every difference a node may have caused.
+func compareHost(t *testing.T, before, after hostSnapshot) {
+	t.Helper()
 	for k, v := range before.sysctls {
 		if after.sysctls[k] != v {
 			t.Errorf("sysctl %s = %s after Stop, was %s", k, after.sysctls[k], v)
@@ -431,19 +451,6 @@ func TestNodeStopRestoresHost(t *testing.T) {
 	}
 	if !slices.Equal(after.processes, before.processes) {
 		t.Errorf("processes naming a node work dir after Stop: %v (before %v)", after.processes, before.processes)
-	}
-	for _, pid := range pids {
-		if processAlive(pid) {
-			t.Errorf("pid %d (containerd or kubelet) alive after Stop", pid)
-		}
-	}
-	for p, existed := range before.paths {
-		if after.paths[p] != existed {
-			t.Errorf("%s: existed before %v, after Stop %v", p, existed, after.paths[p])
-		}
-	}
-	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
-		t.Errorf("work dir %s still there (stat: %v)", workDir, err)
 	}
 }
 
@@ -470,5 +477,87 @@ func BenchmarkNode(b *testing.B) {
 		if err := e.node.Stop(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+const nodeKillHelperEnv = "IMAGESPEC_NODE_KILL_HELPER"
+
+// TestNodeKilledHelper does its work only as the child process of
+// TestNodeLeftoversOfAKilledProgram: it starts a node with a running pod,
+// says so and waits to be killed.
+func TestNodeKilledHelper(t *testing.T) {
+	if os.Getenv(nodeKillHelperEnv) != "1" {
+		return
+	}
+	e := startNodeEnv(t, true)
+	ns := NewTestNamespace(t)
+	pod := nodePod(ns, "running", e.busybox, "sleep", "3600")
+	pod.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+	e.create(t, pod)
+	e.waitPod(t, ns, "running", time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	fmt.Printf("NODE-READY %s\n", e.node.WorkDir)
+	time.Sleep(10 * time.Minute)
+}
+
+// A program killed with its node running (no Stop) leaves shims,
+// containers, mounts, cgroups, a bridge and changed sysctls; the next Start,
+// or CleanupStale, removes them all.
+func TestNodeLeftoversOfAKilledProgram(t *testing.T) {
+	before := snapshotHost(t)
+	cmd := osexec.Command(os.Args[0], "-test.run=^TestNodeKilledHelper$", "-test.v", "-test.timeout=5m")
+	cmd.Env = append(os.Environ(), nodeKillHelperEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var childLog strings.Builder
+	cmd.Stderr = &childLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			childLog.WriteString(line + "\n")
+			if dir, ok := strings.CutPrefix(line, "NODE-READY "); ok {
+				ready <- dir
+			}
+		}
+		close(ready)
+	}()
+	var workDir string
+	select {
+	case dir, ok := <-ready:
+		if !ok {
+			t.Fatalf("helper exited without a node:\n%s", childLog.String())
+		}
+		workDir = dir
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("helper not ready:\n%s", childLog.String())
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	left := snapshotHost(t)
+	if len(left.processes) == len(before.processes) {
+		t.Errorf("no shim outlived the killed program: the cleanup below proves nothing")
+	}
+	if mounts, _ := node.MountsUnder(workDir); len(mounts) == 0 {
+		t.Errorf("no mounts left under %s by the killed program", workDir)
+	}
+
+	if err := node.CleanupStale(testContext(t, time.Minute), t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	after := snapshotHost(t)
+	compareHost(t, before, after)
+	if _, err := os.Stat(workDir); !os.IsNotExist(err) {
+		t.Errorf("work dir %s still there (stat: %v)", workDir, err)
 	}
 }

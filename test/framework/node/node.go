@@ -591,3 +591,19 @@ func EnsureTools(ctx context.Context) error {
 	}
 	return nil
 }
+
+// CleanupStale undoes what nodes of programs that died without Stop left
+// on this machine (shims, containers, mounts, cgroups, the bridge, sysctls,
+// work dirs). Start does it too; a development tool may call it directly.
+func CleanupStale(ctx context.Context, logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	lock, err := lockHost(ctx, logf)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	cleanStaleStates(logf)
+	return nil
+}
