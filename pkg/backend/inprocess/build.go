@@ -97,6 +97,11 @@ func (b *Backend) run(ctx context.Context, bd *build, job *v1alpha1.ImageSpecJob
 	if ctx.Err() != nil {
 		// Cancelled: the controller records the final phase; report
 		// nothing new so no notification races its status update.
+		if b.isolation == define.IsolationOCI {
+			cleanup, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			b.deleteStoppedRuntimeContainers(cleanup, log)
+			cancel()
+		}
 		log.Printf("build cancelled after %s", time.Since(start.Time).Round(time.Millisecond))
 		b.logf("Build cancelled: job %s", bd.key)
 		return

@@ -1,7 +1,10 @@
 package inprocess
 
 import (
+	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,4 +106,35 @@ func killRunProcesses() int {
 		}
 	}
 	return killed
+}
+
+// deleteStoppedRuntimeContainers removes the runtime's state of buildah RUN
+// containers that stopped and whose bundle is gone. A RUN step killed by a
+// cancel leaves such state behind with oci isolation, since buildah never
+// gets to delete it; a container in that state belongs to no build.
+func (b *Backend) deleteStoppedRuntimeContainers(ctx context.Context, log *buildLog) {
+	out, err := exec.CommandContext(ctx, b.opts.Runtime, "list", "--format", "json").Output()
+	if err != nil {
+		log.Printf("cancel: listing %s containers: %v", b.opts.Runtime, err)
+		return
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+		Bundle string `json:"bundle"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return
+	}
+	for _, c := range list {
+		if !strings.HasPrefix(c.ID, "buildah-") || c.Status != "stopped" {
+			continue
+		}
+		if _, err := os.Stat(c.Bundle); !os.IsNotExist(err) {
+			continue
+		}
+		if out, err := exec.CommandContext(ctx, b.opts.Runtime, "delete", c.ID).CombinedOutput(); err != nil {
+			log.Printf("cancel: deleting %s container %s: %v: %s", b.opts.Runtime, c.ID, err, strings.TrimSpace(string(out)))
+		}
+	}
 }
