@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -154,6 +155,17 @@ func TestInprocessCancelMidBuild(t *testing.T) {
 	}
 	for _, ctr := range containers {
 		t.Errorf("build container left behind: %s %v", ctr.ID, ctr.Names)
+	}
+	if os.Getenv("E2E_ISOLATION") == "oci" {
+		out, err := exec.Command("runc", "list", "--quiet").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range strings.Fields(string(out)) {
+			if strings.HasPrefix(id, "buildah-") {
+				t.Errorf("runc container left behind: %s", id)
+			}
+		}
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {

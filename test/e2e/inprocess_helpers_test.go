@@ -23,12 +23,15 @@ const buildTimeout = 5 * time.Minute
 // InprocessOptions are the backend options the tests use: the run's shared
 // store (layers cached across tests), logs under the work dir, and the
 // certs.d tree of every registry the tests started. TLS is verified: no
-// registry is insecure.
+// registry is insecure. E2E_ISOLATION=oci and E2E_REPRODUCIBLE=1 run the
+// suite with those options.
 func (e *Env) InprocessOptions() inprocess.Options {
 	return inprocess.Options{
 		StorageDir:      e.StorageDir,
 		LogDir:          filepath.Join(e.WorkDir, "build-logs"),
 		RegistryCertDir: e.CertsDir,
+		Isolation:       os.Getenv("E2E_ISOLATION"),
+		Reproducible:    os.Getenv("E2E_REPRODUCIBLE") != "",
 		Logf:            e.Logs.Printf,
 	}
 }
