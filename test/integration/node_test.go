@@ -324,7 +324,7 @@ func buildInPod(t *testing.T, e *nodeEnv, ns, builder string) {
 // hostSnapshot is the host state a node may change.
 type hostSnapshot struct {
 	sysctls   map[string]string
-	mounts    []string // under the temp dir
+	mounts    []string // in node work dirs
 	links     []string
 	iptables  string
 	cgroups   []string
@@ -336,8 +336,15 @@ func snapshotHost(t *testing.T) hostSnapshot {
 	t.Helper()
 	s := hostSnapshot{sysctls: node.SysctlValues(), paths: map[string]bool{}}
 	var err error
-	if s.mounts, err = node.MountsUnder(os.TempDir()); err != nil {
+	all, err := node.MountsUnder("/")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Other test binaries mount under the temp dir too (buildah, runc).
+	for _, m := range all {
+		if strings.Contains(m, "/imagespec-node-") {
+			s.mounts = append(s.mounts, m)
+		}
 	}
 	entries, _ := os.ReadDir("/sys/class/net")
 	for _, e := range entries {
@@ -438,7 +445,7 @@ func compareHost(t *testing.T, before, after hostSnapshot) {
 		}
 	}
 	if !slices.Equal(after.mounts, before.mounts) {
-		t.Errorf("mounts under %s differ after Stop:\nbefore %v\nafter  %v", os.TempDir(), before.mounts, after.mounts)
+		t.Errorf("mounts in node work dirs differ:\nbefore %v\nafter  %v", before.mounts, after.mounts)
 	}
 	if !slices.Equal(after.links, before.links) {
 		t.Errorf("network interfaces differ after Stop:\nbefore %v\nafter  %v", before.links, after.links)

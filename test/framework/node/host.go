@@ -251,7 +251,7 @@ func MountsUnder(dir string) ([]string, error) {
 	dir = filepath.Clean(dir)
 	var under []string
 	for _, p := range points {
-		if p == dir || strings.HasPrefix(p, dir+"/") {
+		if dir == "/" || p == dir || strings.HasPrefix(p, dir+"/") {
 			under = append(under, p)
 		}
 	}
