@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend/backendtest"
+	"github.com/imagespec/imagespec-controller/pkg/config"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
+)
+
+// gcrEnv is PrimeHub's GCR example: the password is a single-quoted
+// one-line JSON key.
+const gcrEnv = `PRIMEHUB_FEATURE_CUSTOM_IMAGE=true
+PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT=https://gcr.io
+PRIMEHUB_CUSTOM_IMAGE_REGISTRY_USERNAME=_json_key
+PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD='{"type":"service_account","project_id":"p","private_key":"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n","client_email":"b@p.iam.gserviceaccount.com"}'
+PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX=gcr.io/my-private-repo
+`
+
+func kustomize(t *testing.T, dir string) []byte {
+	t.Helper()
+	cp := SharedControlPlane(t)
+	out, err := exec.Command(filepath.Join(cp.BinDir, "kubectl"), "kustomize", dir).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("kubectl kustomize %s: %v: %s", dir, err, stderr)
+	}
+	return out
+}
+
+func typedFrom[T any](t *testing.T, u map[string]any) *T {
+	t.Helper()
+	var v T
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u, &v); err != nil {
+		t.Fatal(err)
+	}
+	return &v
+}
+
+// TestDeployManifests checks what the Deployment promises: a privilege-free
+// pod, probes on the probe address, leader election, and settings only
+// from a mounted Secret.
+func TestDeployManifests(t *testing.T) {
+	var dep *appsv1.Deployment
+	var roles []*rbacv1.ClusterRole
+	for _, u := range decodeManifests(t, kustomize(t, deployDir(t))) {
+		switch u.GetKind() {
+		case "Deployment":
+			dep = typedFrom[appsv1.Deployment](t, u.Object)
+		case "ClusterRole":
+			roles = append(roles, typedFrom[rbacv1.ClusterRole](t, u.Object))
+		case "Secret":
+			t.Fatalf("artifacts/deploy must not hold a Secret: %s", u.GetName())
+		}
+	}
+	if dep == nil || len(roles) != 1 {
+		t.Fatalf("want one Deployment and one ClusterRole, got %v and %d", dep != nil, len(roles))
+	}
+	for _, r := range roles[0].Rules {
+		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
+			t.Errorf("wildcard rule %+v", r)
+		}
+	}
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas < 2 {
+		t.Errorf("replicas %v: a standby needs two", dep.Spec.Replicas)
+	}
+	pod := dep.Spec.Template.Spec
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Errorf("pod does not require a non-root user: %+v", psc)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers", len(pod.Containers))
+	}
+	ctr := pod.Containers[0]
+	sc := ctr.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		(sc.Privileged != nil && *sc.Privileged) || sc.Capabilities == nil ||
+		!slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("container security context not restrictive: %+v", sc)
+	}
+	args := strings.Join(ctr.Args, " ")
+	for _, want := range []string{"--backend=buildahpod", "--leader-elect=true", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %q lack %s", args, want)
+		}
+	}
+	for _, p := range []struct {
+		probe *corev1.Probe
+		path  string
+	}{{ctr.LivenessProbe, "/healthz"}, {ctr.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "health" {
+			t.Errorf("probe for %s: %+v", p.path, p.probe)
+		}
+	}
+	// Settings arrive only as the mounted Secret named by --env-file.
+	for _, e := range ctr.Env {
+		if strings.HasPrefix(e.Name, "PRIMEHUB_") || e.Value != "" && strings.Contains(strings.ToLower(e.Name), "password") {
+			t.Errorf("settings in the pod environment: %s", e.Name)
+		}
+	}
+	if len(ctr.EnvFrom) > 0 {
+		t.Errorf("envFrom %+v", ctr.EnvFrom)
+	}
+	envFile := ""
+	for _, a := range ctr.Args {
+		if v, ok := strings.CutPrefix(a, "--env-file="); ok {
+			envFile = v
+		}
+	}
+	mounted := false
+	for _, m := range ctr.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "imagespec-controller-env" && filepath.Dir(envFile) == m.MountPath {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("--env-file=%s is not in the mounted Secret imagespec-controller-env", envFile)
+	}
+}
+
+// TestDeploySecretFromPrimeHubEnv generates the settings Secret from a .env
+// with the GCR example and reads it back as the controller does: the
+// single-quoted JSON key must come out as the key, without quotes.
+func TestDeploySecretFromPrimeHubEnv(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "deploy")
+	if out, err := exec.Command("cp", "-r", deployDir(t), dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy: %v: %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "with-env", ".env"), []byte(gcrEnv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var secret *corev1.Secret
+	var dep *appsv1.Deployment
+	for _, u := range decodeManifests(t, kustomize(t, filepath.Join(dir, "with-env"))) {
+		switch u.GetKind() {
+		case "Secret":
+			secret = typedFrom[corev1.Secret](t, u.Object)
+		case "Deployment":
+			dep = typedFrom[appsv1.Deployment](t, u.Object)
+		}
+	}
+	if secret == nil || dep == nil {
+		t.Fatal("with-env renders no Secret or no Deployment")
+	}
+	if secret.Namespace != deployNamespace || !strings.HasPrefix(secret.Name, "imagespec-controller-env-") {
+		t.Fatalf("secret %s/%s", secret.Namespace, secret.Name)
+	}
+	if got := string(secret.Data["env"]); got != gcrEnv {
+		t.Fatalf("secret data differs from the .env file:\n%s", got)
+	}
+	var refs []string
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			refs = append(refs, v.Secret.SecretName)
+		}
+	}
+	if !slices.Contains(refs, secret.Name) {
+		t.Fatalf("Deployment mounts %v, not the generated %s", refs, secret.Name)
+	}
+
+	// What the mounted file gives the controller.
+	mounted := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(mounted, secret.Data["env"], 0o400); err != nil {
+		t.Fatal(err)
+	}
+	vars, err := config.ReadEnvFile(mounted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, err := config.Load(config.MapLookup(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"service_account","project_id":"p","private_key":"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n","client_email":"b@p.iam.gserviceaccount.com"}`
+	if got := settings.Registry.Password.Reveal(); got != want {
+		t.Fatalf("password read from the mounted .env differs from the JSON key (len %d, want %d)", len(got), len(want))
+	}
+	if settings.Registry.Username != "_json_key" || settings.Registry.RepoPrefix != "gcr.io/my-private-repo" || !settings.FeatureEnabled {
+		t.Fatalf("settings %+v", settings.Registry)
+	}
+}
+
+// rbacCycle runs one controller as user through a create-to-success cycle,
+// a rebuild after someone tampered with the push Secret, and history
+// pruning. It reports whether everything completed before deadline.
+func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline time.Duration) (in *instance, ok bool, why string) {
+	t.Helper()
+	ns := NewTestNamespace(t)
+	c, k := clients(t)
+	be := backendtest.NewScripted()
+	opts := defaultControllerOptions(ns)
+	opts.LeaderElection = leader
+	// Keep no succeeded job besides the current one, so pruning deletes.
+	opts.Controller.SucceededHistoryLimit = 0
+	in = startInstance(t, userConfig(t, user), be, opts)
+
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	waitStarted := func() (string, bool) {
+		select {
+		case key := <-be.Started():
+			return key, true
+		case <-ctx.Done():
+			return "", false
+		}
+	}
+	waitPhase := func(name string, phase v1alpha1.ImageSpecJobPhase) bool {
+		for ctx.Err() == nil {
+			j, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil && j.Status.Phase == phase {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	}
+
+	spec := createSpec(t, c, newImageSpec(ns, "rbac", v1alpha1.Packages{Apt: []string{"curl"}}))
+	key, started := waitStarted()
+	if !started {
+		return in, false, "no build started"
+	}
+	first := strings.TrimPrefix(key, ns+"/")
+	if !waitPhase(first, v1alpha1.JobRunning) {
+		return in, false, "first job never Running"
+	}
+	be.Succeed(key, digestA)
+	if !waitPhase(first, v1alpha1.JobSucceeded) {
+		return in, false, "first job never Succeeded"
+	}
+
+	// Someone overwrites the managed push Secret: the next build restores it.
+	s, err := k.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
+	if err != nil {
+		return in, false, "no push Secret: " + err.Error()
+	}
+	s.Data[corev1.DockerConfigJsonKey] = []byte(`{"auths":{}}`)
+	if _, err := k.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	spec, err = c.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, spec.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Spec.Packages.Apt = append(spec.Spec.Packages.Apt, "git")
+	if _, err := c.PrimehubV1alpha1().ImageSpecs(ns).Update(ctx, spec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	key, started = waitStarted()
+	if !started {
+		return in, false, "no rebuild started"
+	}
+	second := strings.TrimPrefix(key, ns+"/")
+	s, err = k.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
+	if err != nil || !strings.Contains(string(s.Data[corev1.DockerConfigJsonKey]), testPassword) {
+		return in, false, "push Secret not restored before the rebuild"
+	}
+	if !waitPhase(second, v1alpha1.JobRunning) {
+		return in, false, "second job never Running"
+	}
+	be.Succeed(key, digestA)
+	if !waitPhase(second, v1alpha1.JobSucceeded) {
+		return in, false, "second job never Succeeded"
+	}
+	// History limit 0: the first job is pruned.
+	for ctx.Err() == nil {
+		if _, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, first, metav1.GetOptions{}); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return in, false, "first job not pruned"
+	}
+	for ctx.Err() == nil {
+		if len(eventsFor(t, k, ns, second)) > 0 {
+			return in, true, ""
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return in, false, "no events recorded"
+}
+
+// TestDeployRBACAllowsFullCycle runs the controller as the service account
+// of artifacts/deploy, with exactly its roles: builds, push Secret
+// management, pruning, events and the lease all work, and nothing is ever
+// forbidden.
+func TestDeployRBACAllowsFullCycle(t *testing.T) {
+	applyDeploy(t)
+	leader := &app.LeaderElection{
+		Namespace: deployNamespace, Name: "test-rbac-cycle",
+		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 500 * time.Millisecond,
+	}
+	in, ok, why := rbacCycle(t, deployUser, leader, waitTimeout)
+	if !ok {
+		t.Fatalf("cycle as %s did not complete: %s; forbidden: %v", deployUser, why, in.forbidden())
+	}
+	if f := in.forbidden(); len(f) > 0 {
+		t.Fatalf("forbidden requests: %v", f)
+	}
+	if len(in.find(func(r request) bool {
+		return strings.Contains(r.path, "/leases/") && r.method == "PUT" && r.code == 200
+	})) == 0 {
+		t.Fatal("the lease was never renewed")
+	}
+}
+
+// TestDeployRBACMissingVerbFails takes one verb away from the ClusterRole
+// at a time: the cycle must then fail with a forbidden request, so the
+// positive test above shows the role is sufficient, not that nothing is
+// checked.
+func TestDeployRBACMissingVerbFails(t *testing.T) {
+	applyDeploy(t)
+	var role *rbacv1.ClusterRole
+	for _, u := range readManifests(t, filepath.Join(deployDir(t), "base", "rbac.yaml")) {
+		if u.GetKind() == "ClusterRole" {
+			role = typedFrom[rbacv1.ClusterRole](t, u.Object)
+		}
+	}
+	if role == nil {
+		t.Fatal("no ClusterRole in rbac.yaml")
+	}
+	_, k := clients(t)
+	for _, tc := range []struct{ resource, verb string }{
+		{"imagespecjobs/status", "update"},
+		{"secrets", "update"},
+		{"imagespecjobs", "delete"},
+	} {
+		t.Run(strings.ReplaceAll(tc.resource, "/", "-")+"-"+tc.verb, func(t *testing.T) {
+			name := "imagespec-missing-" + strings.ReplaceAll(tc.resource, "/", "-") + "-" + tc.verb
+			reduced := role.DeepCopy()
+			reduced.ObjectMeta = metav1.ObjectMeta{Name: name}
+			removed := false
+			var rules []rbacv1.PolicyRule
+			for _, r := range reduced.Rules {
+				if slices.Contains(r.Resources, tc.resource) && slices.Contains(r.Verbs, tc.verb) {
+					if len(r.Resources) > 1 {
+						t.Fatalf("rule %+v covers more than %s", r, tc.resource)
+					}
+					r.Verbs = slices.DeleteFunc(slices.Clone(r.Verbs), func(v string) bool { return v == tc.verb })
+					removed = true
+					if len(r.Verbs) == 0 {
+						continue
+					}
+				}
+				rules = append(rules, r)
+			}
+			reduced.Rules = rules
+			if !removed {
+				t.Fatalf("rbac.yaml grants no %s on %s", tc.verb, tc.resource)
+			}
+			user := "system:serviceaccount:" + deployNamespace + ":" + name
+			ctx := context.Background()
+			_ = k.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
+			_ = k.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
+			if _, err := k.RbacV1().ClusterRoles().Create(ctx, reduced, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			binding := &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: deployNamespace}},
+			}
+			if _, err := k.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			in, ok, _ := rbacCycle(t, user, nil, 8*time.Second)
+			if ok {
+				t.Fatalf("the cycle completed without %s on %s", tc.verb, tc.resource)
+			}
+			forbidden := in.forbidden()
+			if len(forbidden) == 0 {
+				t.Fatalf("the cycle failed without a forbidden request")
+			}
+			t.Logf("without %s on %s: %v", tc.verb, tc.resource, forbidden[0])
+		})
+	}
+}
