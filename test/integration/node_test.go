@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -400,7 +401,7 @@ func TestNodeStopRestoresHost(t *testing.T) {
 	e.waitPod(t, ns, "running", time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
 
 	during := snapshotHost(t)
-	if maps := len(during.mounts) - len(before.mounts); maps <= 0 {
+	if added := len(during.mounts) - len(before.mounts); added <= 0 {
 		t.Errorf("no new mounts while the node runs: the comparison below would prove nothing")
 	}
 	if slices.Equal(during.links, before.links) {
@@ -560,6 +561,9 @@ func TestNodeLeftoversOfAKilledProgram(t *testing.T) {
 	left := snapshotHost(t)
 	if len(left.processes) == len(before.processes) {
 		t.Errorf("no shim outlived the killed program: the cleanup below proves nothing")
+	}
+	if maps.Equal(left.sysctls, before.sysctls) && before.sysctls["kernel/panic"] != "10" {
+		t.Errorf("the killed node left the sysctls as they were: the cleanup below proves nothing")
 	}
 	if mounts, _ := node.MountsUnder(workDir); len(mounts) == 0 {
 		t.Errorf("no mounts left under %s by the killed program", workDir)

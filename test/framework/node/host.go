@@ -142,8 +142,12 @@ func (s *hostState) cleanup(keepWorkDir bool) error {
 			errs = append(errs, fmt.Errorf("remove work dir: %w", err))
 		}
 	}
-	if err := os.Remove(s.file()); err != nil && !os.IsNotExist(err) {
-		errs = append(errs, err)
+	// A failed cleanup keeps the state, so a later Start retries it once
+	// this process is gone.
+	if len(errs) == 0 {
+		if err := os.Remove(s.file()); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
