@@ -334,6 +334,12 @@ func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output string, sc *
 	if b.opts.Reproducible {
 		epoch := time.Unix(0, 0).UTC()
 		opts.Timestamp = &epoch
+		// Timestamp fixes file times in layers, not times that tools
+		// write into files: Python's byte-compiler embeds source mtimes
+		// in .pyc files unless SOURCE_DATE_EPOCH asks for hash-based
+		// ones. RUN steps see it; the image does not keep it.
+		opts.Envs = []string{"SOURCE_DATE_EPOCH=0"}
+		opts.UnsetEnvs = []string{"SOURCE_DATE_EPOCH"}
 	}
 	id, _, err := imagebuildah.BuildDockerfiles(ctx, b.store, opts, dfPath)
 	return id, err

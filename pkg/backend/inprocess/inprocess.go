@@ -57,10 +57,12 @@ type Options struct {
 	// MaxConcurrentBuilds bounds builds running at once in this process;
 	// others wait Pending. Zero means no limit.
 	MaxConcurrentBuilds int
-	// Reproducible stamps images and the files of new layers with the Unix
-	// epoch (buildah's Timestamp option), so the same inputs give the same
-	// config and, where the package managers write the same bytes, the same
-	// layer digests.
+	// Reproducible stamps images, history and the files of new layers with
+	// the Unix epoch (buildah 1.40's Timestamp option; SourceDateEpoch and
+	// RewriteTimestamp only arrive in 1.41) and sets SOURCE_DATE_EPOCH=0
+	// for RUN steps only, so Python writes hash-based .pyc files. Pip
+	// layers are then reproducible; apt layers are not (dpkg and apt log
+	// wall-clock times). The layer cache works as without it.
 	Reproducible bool
 	// Logf, when set, receives one line per build event; klog otherwise.
 	Logf func(format string, args ...any)
