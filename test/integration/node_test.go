@@ -37,6 +37,10 @@ type nodeEnv struct {
 }
 
 func startNodeEnv(t testing.TB, nodeCredentials bool) *nodeEnv {
+	return startNodeEnvWith(t, node.Options{NodeCredentials: nodeCredentials})
+}
+
+func startNodeEnvWith(t testing.TB, opts node.Options) *nodeEnv {
 	t.Helper()
 	cp := SharedControlPlane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -50,7 +54,8 @@ func startNodeEnv(t testing.TB, nodeCredentials bool) *nodeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(ctx, node.Options{ControlPlane: cp, Registry: reg, NodeCredentials: nodeCredentials, Logf: t.Logf})
+	opts.ControlPlane, opts.Registry, opts.Logf = cp, reg, t.Logf
+	n, err := node.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +156,7 @@ func (e *nodeEnv) logs(t testing.TB, ns, name string) string {
 }
 
 func TestNode(t *testing.T) {
-	e := startNodeEnv(t, false)
+	e := startNodeEnvWith(t, node.Options{Scheduler: true})
 	cp := SharedControlPlane(t)
 	t.Logf("node Ready %v after Start (containerd %v)", e.node.Timings.NodeReady, e.node.Timings.ContainerdReady)
 
@@ -173,6 +178,18 @@ func TestNode(t *testing.T) {
 		}
 		if string(out) != "hello from the node\n" {
 			t.Errorf("kubectl logs = %q", out)
+		}
+	})
+
+	t.Run("SchedulerPlacesPod", func(t *testing.T) {
+		ns := NewTestNamespace(t)
+		pod := nodePod(ns, "scheduled", e.busybox, "true")
+		pod.Spec.NodeName = ""
+		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: e.pullSecret(t, ns)}}
+		e.create(t, pod)
+		p := e.waitPod(t, ns, "scheduled", time.Minute, podDone)
+		if p.Status.Phase != corev1.PodSucceeded || p.Spec.NodeName != node.Name {
+			t.Fatalf("phase %s on node %q", p.Status.Phase, p.Spec.NodeName)
 		}
 	})
 

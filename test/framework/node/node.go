@@ -10,8 +10,8 @@
 // test registry) are reachable only from hostNetwork pods. Image pulls are
 // done by containerd on the host and reach the registry either way.
 //
-// Schedule pods by setting spec.nodeName to Node.Name: there is no
-// scheduler. Only one node runs per machine at a time (a host-wide lock):
+// Schedule pods by setting spec.nodeName to Node.Name, or start the node
+// with Options.Scheduler to run the pinned kube-scheduler. Only one node runs per machine at a time (a host-wide lock):
 // the kubelet changes global sysctls that Stop restores.
 package node
 
@@ -70,6 +70,9 @@ type Options struct {
 	// NodeCredentials gives containerd the registry's credentials for every
 	// pull. Off, a pod pulling from the registry needs an imagePullSecret.
 	NodeCredentials bool
+	// Scheduler runs the pinned kube-scheduler too, so pods without
+	// spec.nodeName land on the node.
+	Scheduler bool
 	// WorkDir is the parent of the node's own directory; os.TempDir() if empty.
 	WorkDir string
 	// Logf receives progress messages; nil discards them.
@@ -103,6 +106,7 @@ type Node struct {
 	lock       *os.File
 	containerd *process
 	kubelet    *process
+	scheduler  *process
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -191,6 +195,14 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	n.Timings.NodeReady = time.Since(begin)
 	n.logf("node %s Ready after %v", n.Name, n.Timings.NodeReady.Round(time.Millisecond))
+	if err := n.untaint(ctx); err != nil {
+		return nil, err
+	}
+	if opts.Scheduler {
+		if err := n.startScheduler(); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -428,6 +440,52 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 	}
 }
 
+// untaint removes the not-ready taint the apiserver puts on every new Node;
+// without kube-controller-manager's node lifecycle controller nobody else
+// would, and the scheduler would place nothing.
+func (n *Node) untaint(ctx context.Context) error {
+	for range 5 {
+		node, err := n.client.CoreV1().Nodes().Get(ctx, Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var keep []corev1.Taint
+		for _, t := range node.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == len(node.Spec.Taints) {
+			return nil
+		}
+		node.Spec.Taints = keep
+		_, err = n.client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+		if err == nil || !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+	return errors.New("untaint node: too many conflicts")
+}
+
+func (n *Node) startScheduler() error {
+	kubeconfig := n.path("scheduler.kubeconfig")
+	// The apiserver's RBAC binds system:kube-scheduler to this user.
+	if err := n.cp.WriteKubeconfig(kubeconfig, "system:kube-scheduler", nil); err != nil {
+		return err
+	}
+	p, err := startProcess("kube-scheduler", n.path("kube-scheduler.log"), n.childEnv(),
+		filepath.Join(n.cp.BinDir, "kube-scheduler"),
+		"--kubeconfig="+kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	if err != nil {
+		return err
+	}
+	n.scheduler = p
+	return nil
+}
+
 // Done is closed when containerd or the kubelet exits.
 func (n *Node) Done() <-chan struct{} {
 	done := make(chan struct{})
@@ -441,10 +499,10 @@ func (n *Node) Done() <-chan struct{} {
 	return done
 }
 
-// PIDs of containerd and the kubelet.
+// PIDs of containerd, the kubelet and kube-scheduler if it runs.
 func (n *Node) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{n.containerd, n.kubelet} {
+	for _, p := range []*process{n.containerd, n.kubelet, n.scheduler} {
 		if p != nil {
 			pids = append(pids, p.pid())
 		}
@@ -461,6 +519,11 @@ func (n *Node) Stop() error {
 		var errs []error
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
+		if n.scheduler != nil {
+			if err := n.scheduler.stop(5 * time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if n.kubelet != nil {
 			if err := n.drain(ctx); err != nil {
 				n.logf("drain: %v", err)
