@@ -1,6 +1,8 @@
 package inprocess
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,9 +88,20 @@ func currentUlimits() ([]string, error) {
 // writeConfig writes the backend's own signature policy and registries.conf,
 // so builds depend on neither /etc/containers (absent in a controller image)
 // nor settings an administrator made for other tools. Only the listed hosts
-// are insecure.
+// are insecure. containers/image caches a registries.conf by its path for
+// the life of the process, so the directory is named after the content:
+// backends with other settings never read a stale one.
 func writeConfig(storageDir string, insecure []string) (string, error) {
-	dir := filepath.Join(storageDir, "config")
+	var b strings.Builder
+	// Base images are rendered fully qualified; short names never reach a
+	// registry, so no search list.
+	b.WriteString("unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n")
+	for _, h := range insecure {
+		fmt.Fprintf(&b, "\n[[registry]]\nlocation = %q\ninsecure = true\n", h)
+	}
+	conf := b.String()
+	sum := sha256.Sum256([]byte(conf))
+	dir := filepath.Join(storageDir, "config", hex.EncodeToString(sum[:8]))
 	if err := os.MkdirAll(filepath.Join(dir, "registries.conf.d"), 0o700); err != nil {
 		return "", err
 	}
@@ -98,14 +111,7 @@ func writeConfig(storageDir string, insecure []string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.json"), []byte(policy), 0o600); err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	// Base images are rendered fully qualified; short names never reach a
-	// registry, so no search list.
-	b.WriteString("unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n")
-	for _, h := range insecure {
-		fmt.Fprintf(&b, "\n[[registry]]\nlocation = %q\ninsecure = true\n", h)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "registries.conf"), []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "registries.conf"), []byte(conf), 0o600); err != nil {
 		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "no-auth.json"), []byte(`{"auths":{}}`+"\n"), 0o600); err != nil {
