@@ -40,6 +40,13 @@ func (e *Env) InprocessOptions() inprocess.Options {
 // on namespace until the test ends.
 func StartInprocessController(tb testing.TB, namespace string, cfg ControllerConfig) (*Controller, *inprocess.Backend) {
 	tb.Helper()
+	return startInprocessWith(tb, namespace, cfg, nil)
+}
+
+// startInprocessWith is StartInprocessController with backend options
+// edited by tweak.
+func startInprocessWith(tb testing.TB, namespace string, cfg ControllerConfig, tweak func(*inprocess.Options)) (*Controller, *inprocess.Backend) {
+	tb.Helper()
 	env := SharedEnv(tb)
 	settings := env.Settings
 	if cfg.Settings != nil {
@@ -52,7 +59,11 @@ func StartInprocessController(tb testing.TB, namespace string, cfg ControllerCon
 	var be *inprocess.Backend
 	c := StartController(tb, opts, func(clients *app.Clients) (backend.Backend, func(), error) {
 		var err error
-		be, err = inprocess.New(env.InprocessOptions(), clients.Kube)
+		bo := env.InprocessOptions()
+		if tweak != nil {
+			tweak(&bo)
+		}
+		be, err = inprocess.New(bo, clients.Kube)
 		if err != nil {
 			return nil, nil, err
 		}

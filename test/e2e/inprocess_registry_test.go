@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
@@ -132,4 +133,41 @@ func TestInprocessPrivateBaseImage(t *testing.T) {
 	job = WaitJob(t, c, ns, "no-secret", "", buildTimeout)
 	requirePhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
 	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, r.Password, env.Registry.Password)
+}
+
+// TLS is verified unless a registry is listed as insecure, and nothing
+// falls back silently: a registry with a CA the backend does not trust
+// fails the pull; listed in InsecureRegistries, the same pull works.
+func TestInprocessRegistryTLS(t *testing.T) {
+	env := SharedEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Not added to the env's certs.d tree.
+	r, err := registry.Start(ctx, registry.Options{WorkDir: env.WorkDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	base, _ := pushBase(t, r, "untrusted/debian-python:latest")
+	spec := v1alpha1.ImageSpecSpec{BaseImage: base, PullSecret: "untrusted-pull",
+		Packages: v1alpha1.Packages{Pip: []string{"e2e-third"}}}
+
+	ns := NewNamespace(t)
+	c, _ := StartInprocessController(t, ns, ControllerConfig{})
+	createDockerSecret(t, c, ns, "untrusted-pull", r.AuthFile)
+	createSpec(t, c, ns, "verified", spec)
+	job := WaitJob(t, c, ns, "verified", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
+	if !strings.Contains(job.Status.Message, "certificate") {
+		t.Errorf("message %q does not name the certificate problem", job.Status.Message)
+	}
+
+	ns = NewNamespace(t)
+	c, _ = startInprocessWith(t, ns, ControllerConfig{}, func(o *inprocess.Options) {
+		o.InsecureRegistries = []string{r.Host}
+	})
+	createDockerSecret(t, c, ns, "untrusted-pull", r.AuthFile)
+	createSpec(t, c, ns, "insecure", spec)
+	job = WaitJob(t, c, ns, "insecure", "", buildTimeout)
+	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 }
