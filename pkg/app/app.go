@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -75,8 +76,20 @@ func NewClients(cfg *rest.Config, opts Options) (*Clients, error) {
 	}
 	managed := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0,
 		kubeinformers.WithNamespace(opts.Namespace),
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = controller.ManagedSelector() }))
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = controller.ManagedSelector() }),
+		kubeinformers.WithTransform(stripManagedFields))
 	return &Clients{Kube: kube, Client: client, Managed: managed}, nil
+}
+
+// stripManagedFields drops server-side-apply bookkeeping from cached
+// objects: the controller never reads it, and it is often the largest part
+// of a small object. Updates built from a cached copy omit managedFields,
+// which the API server treats as unchanged.
+func stripManagedFields(obj interface{}) (interface{}, error) {
+	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // Run runs the controller with the backend until ctx is done. The backend
@@ -108,7 +121,8 @@ func runController(ctx context.Context, clients *Clients, be backend.Backend, op
 	}
 	// No periodic resync: every change arrives as an event and timeouts
 	// are scheduled, so an idle controller sends no requests.
-	factory := informers.NewSharedInformerFactoryWithOptions(clients.Client, 0, informers.WithNamespace(opts.Namespace))
+	factory := informers.NewSharedInformerFactoryWithOptions(clients.Client, 0,
+		informers.WithNamespace(opts.Namespace), informers.WithTransform(stripManagedFields))
 	secrets := clients.Managed.Core().V1().Secrets()
 	c, err := controller.New(ctx, clients.Kube, clients.Client,
 		factory.Primehub().V1alpha1().ImageSpecs(),

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
@@ -192,6 +193,24 @@ func currentJobName(t *testing.T, c clientset.Interface, ns, name string, genera
 		return s.Status.ObservedGeneration >= generation && s.Status.JobName != ""
 	})
 	return s.Status.JobName
+}
+
+// updateSpec changes an ImageSpec the way a user would, retrying when the
+// controller's status writes got there first.
+func updateSpec(t *testing.T, c clientset.Interface, ns, name string, mutate func(*v1alpha1.ImageSpec)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s, err := c.PrimehubV1alpha1().ImageSpecs(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(s)
+		_, err = c.PrimehubV1alpha1().ImageSpecs(ns).Update(context.Background(), s, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func readyCondition(s *v1alpha1.ImageSpec) *metav1.Condition {

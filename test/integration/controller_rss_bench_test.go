@@ -122,9 +122,18 @@ func controllerRSS(b *testing.B, bin, ns string, n int) int64 {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
 	defer func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+		// SIGTERM lets the inprocess backend unmount its store.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+			b.Error("the controller ignored SIGTERM for a minute")
+		}
 	}()
 
 	c := benchClient(b)

@@ -98,14 +98,9 @@ func TestControllerSpecUpdateSupersedesRunningJob(t *testing.T) {
 	first := currentJobName(t, c, ns, spec.Name, 1)
 	waitForJobPhase(t, c, ns, first, v1alpha1.JobRunning)
 
-	spec, err := c.PrimehubV1alpha1().ImageSpecs(ns).Get(context.Background(), spec.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Spec.Packages.Pip = append(spec.Spec.Packages.Pip, "requests[socks]>=2.31,<3")
-	if _, err := c.PrimehubV1alpha1().ImageSpecs(ns).Update(context.Background(), spec, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, c, ns, spec.Name, func(s *v1alpha1.ImageSpec) {
+		s.Spec.Packages.Pip = append(s.Spec.Packages.Pip, "requests[socks]>=2.31,<3")
+	})
 	second := currentJobName(t, c, ns, spec.Name, 2)
 	if second == first {
 		t.Fatal("the new revision reuses the old job")
@@ -226,14 +221,7 @@ func TestControllerHistoryLimits(t *testing.T) {
 			be.Fail(ns+"/"+name, v1alpha1.ReasonBuildFailed, "E: Unable to locate package", "")
 			waitForJobPhase(t, c, ns, name, v1alpha1.JobFailed)
 		}
-		spec, err := c.PrimehubV1alpha1().ImageSpecs(ns).Get(context.Background(), "hist", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.Spec.UpdateTime = fmt.Sprintf("2026-11-30T12:00:0%dZ", i)
-		if _, err := c.PrimehubV1alpha1().ImageSpecs(ns).Update(context.Background(), spec, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		updateSpec(t, c, ns, "hist", func(s *v1alpha1.ImageSpec) { s.Spec.UpdateTime = fmt.Sprintf("2026-11-30T12:00:0%dZ", i) })
 	}
 	current := currentJobName(t, c, ns, "hist", 6)
 	// Left: the current job, the newest failed (names[3]) and the newest
@@ -357,10 +345,7 @@ func TestControllerInvalidSpec(t *testing.T) {
 	}
 
 	// Fixing the spec builds it.
-	spec.Spec.Packages.Apt = []string{"curl"}
-	if _, err := c.PrimehubV1alpha1().ImageSpecs(ns).Update(context.Background(), spec, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, c, ns, "invalid", func(s *v1alpha1.ImageSpec) { s.Spec.Packages.Apt = []string{"curl"} })
 	name := currentJobName(t, c, ns, "invalid", 2)
 	waitForJobPhase(t, c, ns, name, v1alpha1.JobRunning)
 }
