@@ -1,0 +1,434 @@
+package buildahpod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+)
+
+// Name is recorded in status.backend of the jobs this backend builds.
+const Name = "buildahpod"
+
+// Backend builds each job in a pod. It implements backend.Backend.
+type Backend struct {
+	opts Options
+	kube kubernetes.Interface
+
+	podInformer cache.SharedIndexInformer
+	pods        corelisters.PodLister
+	cmInformer  cache.SharedIndexInformer
+	configMaps  corelisters.ConfigMapLister
+
+	mu     sync.Mutex
+	notify backend.Notify
+	// gone wakes Cancel calls waiting for a pod (namespace/name) to be
+	// deleted.
+	gone map[string][]chan struct{}
+	// tails caches the log tails of finished pods, so a retried status
+	// write does not read the log again.
+	tails map[types.UID]string
+}
+
+// New prepares the backend. managed must be the informer factory restricted
+// to the controller's managed-by label, not yet started: the backend
+// registers its Pod and ConfigMap informers on it, so the controller caches
+// only its own pods.
+func New(opts Options, kube kubernetes.Interface, managed informers.SharedInformerFactory) (*Backend, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if _, err := opts.securityContext(); err != nil {
+		return nil, err
+	}
+	b := &Backend{
+		opts:  opts,
+		kube:  kube,
+		gone:  map[string][]chan struct{}{},
+		tails: map[types.UID]string{},
+	}
+	pods := managed.Core().V1().Pods()
+	b.podInformer = pods.Informer()
+	b.pods = pods.Lister()
+	cms := managed.Core().V1().ConfigMaps()
+	b.cmInformer = cms.Informer()
+	b.configMaps = cms.Lister()
+	return b, nil
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return Name }
+
+// Options returns the options in effect, defaults applied.
+func (b *Backend) Options() Options { return b.opts }
+
+// Run implements backend.Backend: pod events notify the owning job.
+func (b *Backend) Run(ctx context.Context, notify backend.Notify) error {
+	b.mu.Lock()
+	b.notify = notify
+	b.mu.Unlock()
+	_, err := b.podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: b.podChanged,
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			o, ok1 := oldObj.(*corev1.Pod)
+			n, ok2 := newObj.(*corev1.Pod)
+			if ok1 && ok2 && o.ResourceVersion == n.ResourceVersion {
+				return
+			}
+			b.podChanged(newObj)
+		},
+		DeleteFunc: b.podDeleted,
+	})
+	if err != nil {
+		return err
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), b.podInformer.HasSynced, b.cmInformer.HasSynced) {
+		return errors.New("buildahpod: waiting for the pod and ConfigMap caches to sync")
+	}
+	return nil
+}
+
+func (b *Backend) podChanged(obj interface{}) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil || ref.Kind != "ImageSpecJob" || ref.APIVersion != v1alpha1.SchemeGroupVersion.String() {
+		return
+	}
+	b.mu.Lock()
+	notify := b.notify
+	b.mu.Unlock()
+	if notify != nil {
+		notify(pod.Namespace + "/" + ref.Name)
+	}
+}
+
+func (b *Backend) podDeleted(obj interface{}) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	key := pod.Namespace + "/" + pod.Name
+	b.mu.Lock()
+	waiters := b.gone[key]
+	delete(b.gone, key)
+	delete(b.tails, pod.UID)
+	b.mu.Unlock()
+	for _, ch := range waiters {
+		close(ch)
+	}
+	b.podChanged(pod)
+}
+
+func (b *Backend) logf(format string, args ...any) {
+	if b.opts.Logf != nil {
+		b.opts.Logf(format, args...)
+		return
+	}
+	klog.InfoS(fmt.Sprintf(format, args...), "backend", Name)
+}
+
+func ownedBy(obj metav1.Object, job *v1alpha1.ImageSpecJob) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.Kind == "ImageSpecJob" && ref.Name == job.Name && ref.UID == job.UID
+}
+
+// Ensure implements backend.Backend. The pod's name depends on the job's
+// name only and creation tolerates AlreadyExists, so retries and restarts
+// find the pod they made instead of making another.
+func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
+	name := PodName(job.Name)
+	pod, err := b.getPod(ctx, job.Namespace, name)
+	if err != nil {
+		return backend.Status{}, err
+	}
+	if pod != nil && !ownedBy(pod, job) {
+		// Left by an earlier job of the same name; its deletion event
+		// brings this job back here.
+		if err := b.deleteStale(ctx, pod); err != nil {
+			return backend.Status{}, err
+		}
+		return backend.Status{Phase: v1alpha1.JobPending,
+			Message: fmt.Sprintf("Waiting for pod %s of an earlier job of the same name to be deleted", name)}, nil
+	}
+	if pod != nil {
+		st := classify(pod)
+		if st.Phase.IsFinal() {
+			st.LogTail = b.logTail(ctx, pod)
+			if st.Phase == v1alpha1.JobSucceeded {
+				st.Message = fmt.Sprintf("Pushed %s@%s; log: kubectl logs -n %s %s", job.Spec.TargetImage, st.Digest, pod.Namespace, pod.Name)
+			}
+		}
+		return st, nil
+	}
+	if job.Status.PodName == name {
+		// This job's pod existed and is gone without a final state.
+		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBackendError, PodName: name,
+			Message: fmt.Sprintf("Build pod %s was deleted before the build finished; change the ImageSpec's updateTime to build again", name)}, nil
+	}
+	return b.create(ctx, job)
+}
+
+// getPod reads the pod from the cache, then from the API server: the cache
+// may not have a pod created a moment ago yet.
+func (b *Backend) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	pod, err := b.pods.Pods(namespace).Get(name)
+	if err == nil {
+		return pod, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	pod, err = b.kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return pod, err
+}
+
+func (b *Backend) deleteStale(ctx context.Context, pod *corev1.Pod) error {
+	if pod.DeletionTimestamp != nil {
+		return nil
+	}
+	err := b.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](1),
+		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting stale build pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
+}
+
+// create checks the job's Secrets, writes its ConfigMap and creates its pod.
+func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
+	name := PodName(job.Name)
+	// A missing Secret would leave the pod ContainerCreating until the
+	// timeout: fail now, with the reason of the stage that needs it.
+	if st, done, err := b.checkSecret(ctx, job, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push"); done || err != nil {
+		return st, err
+	}
+	if st, done, err := b.checkSecret(ctx, job, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull"); done || err != nil {
+		return st, err
+	}
+
+	cm, err := b.configMap(job)
+	if err != nil {
+		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonInvalidSpec,
+			Message: fmt.Sprintf("Rendering the Dockerfile: %v", err)}, nil
+	}
+	existing, err := b.configMaps.ConfigMaps(job.Namespace).Get(name)
+	switch {
+	case apierrors.IsNotFound(err):
+		if _, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return backend.Status{}, fmt.Errorf("creating ConfigMap %s/%s: %w", job.Namespace, name, err)
+		}
+	case err != nil:
+		return backend.Status{}, err
+	case !ownedBy(existing, job):
+		err := b.kube.CoreV1().ConfigMaps(job.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &existing.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return backend.Status{}, err
+		}
+		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s belonged to an earlier job of the same name; deleted it, will retry", job.Namespace, name)
+	}
+
+	pod, err := b.pod(job)
+	if err != nil {
+		return backend.Status{}, err
+	}
+	created, err := b.kube.CoreV1().Pods(job.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		if created, err = b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+			return backend.Status{}, err
+		}
+		if !ownedBy(created, job) {
+			return backend.Status{}, fmt.Errorf("pod %s/%s exists and belongs to another job", job.Namespace, name)
+		}
+		return classify(created), nil
+	}
+	if err != nil {
+		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+			// Admission (Pod Security, quota) or validation refused it:
+			// retrying the same pod cannot help.
+			return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBackendError,
+				Message: fmt.Sprintf("Creating build pod %s: %v", name, err)}, nil
+		}
+		return backend.Status{}, fmt.Errorf("creating pod %s/%s: %w", job.Namespace, name, err)
+	}
+	b.logf("Build pod created: job %s/%s, pod %s, target %s", job.Namespace, job.Name, name, job.Spec.TargetImage)
+	return classify(created), nil
+}
+
+// checkSecret reports a failed status when a referenced Secret is missing
+// or is not a docker config. Errors name the Secret, never its content.
+func (b *Backend) checkSecret(ctx context.Context, job *v1alpha1.ImageSpecJob, name, reason, use string) (backend.Status, bool, error) {
+	if name == "" {
+		return backend.Status{}, false, nil
+	}
+	s, err := b.kube.CoreV1().Secrets(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
+			Message: fmt.Sprintf("The %s Secret %s/%s does not exist", use, job.Namespace, name)}, true, nil
+	}
+	if err != nil {
+		return backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, job.Namespace, name, err)
+	}
+	if _, ok := s.Data[corev1.DockerConfigJsonKey]; !ok {
+		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
+			Message: fmt.Sprintf("The %s Secret %s/%s has no %s key (want type %s)", use, job.Namespace, name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}, true, nil
+	}
+	return backend.Status{}, false, nil
+}
+
+// maxLogBytes bounds what is read of a pod's log; status keeps 4 KiB.
+const maxLogBytes = 16 << 10
+
+// logTail reads the end of a finished pod's log.
+func (b *Backend) logTail(ctx context.Context, pod *corev1.Pod) string {
+	b.mu.Lock()
+	tail, ok := b.tails[pod.UID]
+	b.mu.Unlock()
+	if ok {
+		return tail
+	}
+	raw, err := b.kube.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{
+		Container:  ContainerName,
+		TailLines:  ptr.To(b.opts.LogTailLines),
+		LimitBytes: ptr.To[int64](maxLogBytes),
+	}).DoRaw(ctx)
+	if err != nil {
+		// The node may be gone; the termination message still tells
+		// what failed.
+		klog.FromContext(ctx).V(2).Info("Reading the build log", "pod", klog.KObj(pod), "err", err)
+		return ""
+	}
+	tail = string(raw)
+	b.mu.Lock()
+	if len(b.tails) > 1024 {
+		b.tails = map[types.UID]string{}
+	}
+	b.tails[pod.UID] = tail
+	b.mu.Unlock()
+	return tail
+}
+
+// Cancel implements backend.Backend: it deletes the job's pod and
+// ConfigMap and returns once the pod is gone, i.e. the kubelet has stopped
+// its container, so nothing is pushed after Cancel returns. A pod killed
+// during a push may have uploaded blobs, but not the manifest unless the
+// push had finished: the tag is never half-written.
+func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
+	name := PodName(job.Name)
+	key := job.Namespace + "/" + name
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.gone[key] = append(b.gone[key], ch)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		list := b.gone[key]
+		for i, c := range list {
+			if c == ch {
+				b.gone[key] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(b.gone[key]) == 0 {
+			delete(b.gone, key)
+		}
+		b.mu.Unlock()
+	}()
+
+	pod, err := b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && job.UID != "" && !ownedBy(pod, job) {
+		// Another job's pod; not ours to stop.
+		pod = nil
+	} else if apierrors.IsNotFound(err) {
+		pod = nil
+	}
+	if err := b.deleteConfigMap(ctx, job); err != nil {
+		return err
+	}
+	if pod == nil {
+		return nil
+	}
+	if pod.DeletionTimestamp == nil {
+		err = b.kube.CoreV1().Pods(job.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+			// Not 0: that removes the object at once while the container
+			// may still run; with 1 the object goes only after the kubelet
+			// has stopped the container.
+			GracePeriodSeconds: ptr.To[int64](1),
+			Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+		})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("deleting build pod %s: %w", key, err)
+		}
+		b.logf("Build pod deleted: job %s/%s, pod %s", job.Namespace, job.Name, name)
+	}
+	// The delete event may have come before the waiter was registered;
+	// an unscheduled pod is removed at once.
+	if _, err := b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return nil
+	}
+	timer := time.NewTimer(b.opts.CancelWait)
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("build pod %s is still terminating after %s (is node %s down?); will check again", key, b.opts.CancelWait, pod.Spec.NodeName)
+	}
+}
+
+func (b *Backend) deleteConfigMap(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
+	name := PodName(job.Name)
+	opts := metav1.DeleteOptions{}
+	if job.UID != "" {
+		cm, err := b.configMaps.ConfigMaps(job.Namespace).Get(name)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !ownedBy(cm, job) {
+			return nil
+		}
+		opts.Preconditions = &metav1.Preconditions{UID: &cm.UID}
+	}
+	err := b.kube.CoreV1().ConfigMaps(job.Namespace).Delete(ctx, name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting ConfigMap %s/%s: %w", job.Namespace, name, err)
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+// Package buildahpod is the backend that builds each ImageSpecJob in a pod
+// on the cluster: buildah pulls the base image, builds the rendered
+// Dockerfile and pushes the result.
+//
+// # Objects
+//
+// A job gets one ConfigMap and one pod, both named PodName(job) ("<job>-build",
+// hashed down when longer than 253 bytes), so a retried or restarted
+// controller finds them instead of making more. Both carry the job's labels,
+// app.kubernetes.io/managed-by=imagespec-controller (the controller's pod
+// informer watches only that label) and primehub.io/imagespecjob, and a
+// controller ownerReference to the job: deleting the job deletes them
+// (through the garbage collector, and directly when the controller syncs the
+// deletion). A finished pod stays for kubectl logs until its job is removed
+// from the history.
+//
+// The ConfigMap holds the build script, the Dockerfile (two variants: for
+// bases running as root, and for bases with a user, which is restored from
+// the build argument IMAGESPEC_BASE_USER so the user never becomes
+// Dockerfile text), a storage.conf and registry CA certificates. The script
+// takes every value (base image, target, paths) from the environment and
+// only ever quotes it; package entries reach it only inside the Dockerfile,
+// which is injection-proof (see package dockerfile).
+//
+// Credentials reach the pod only as Secret volumes: spec.pushSecret at
+// /imagespec/push/auth.json and spec.pullSecret at /imagespec/pull/auth.json
+// (mode 0400), used with --authfile. The base image is pulled with the pull
+// Secret when the job has one and with the push Secret otherwise (bases
+// often live in the target registry). Nothing secret is in the pod's
+// environment, the ConfigMap, the status or the logs.
+//
+// # Stages and status
+//
+// The script runs pull, build and push, each with its own exit code, and
+// writes the outcome to the termination message: digest= and baseDigest= on
+// success, stage=, exit= and error= (the last error line) on failure. The
+// backend maps them to Succeeded with the digest, or Failed with
+// BaseImagePullFailed, BuildFailed or PushFailed. From the pod itself:
+// a builder image that cannot be pulled fails the job at once with
+// BuilderImagePullFailed (ImagePullBackOff, InvalidImageName, or ErrImagePull
+// saying not found or unauthorized); OOMKilled, Evicted (also a pod deleted
+// by a drain), and activeDeadlineSeconds (set from the build timeout) as
+// Timeout. The controller's own timeout counts from job creation, so time
+// Pending without a node counts too. When the pod ends, the last lines of
+// its log become status.logTail. Pod changes come from an informer; nothing
+// polls.
+//
+// # Privilege
+//
+// By default the builder runs as root in the container with capabilities
+// dropped to SETUID, SETGID and SETFCAP and allowPrivilegeEscalation false:
+// buildah's chroot isolation creates a user namespace and writes its
+// uid_map/gid_map (SETUID, SETGID), and package installs set file
+// capabilities (SETFCAP). It needs a seccomp profile that allows
+// unshare(CLONE_NEWUSER): leave it unset on kubelets without seccompDefault,
+// or set Options.SeccompProfile to a Localhost profile (or Unconfined);
+// RuntimeDefault refuses it. Where AppArmor confines containers, the default
+// profile may refuse buildah's mounts too. Pod Security "baseline" admits
+// this pod (without HostNetwork); "restricted" admits no buildah pod.
+// Options.Privileged (--builder-privileged) runs a privileged container
+// instead, for nodes where the above is not possible; the API server must
+// allow privileged pods.
+//
+// # Storage
+//
+// buildah's store is /var/lib/containers on an emptyDir: native overlay
+// works there (on the container's own root it would need fuse-overlayfs and
+// /dev/fuse). With Options.Cache it is a PVC or a host path instead, so base
+// images and layers survive between builds. Builds on one node may share a
+// host path (containers/storage locks its files); a PVC shared across nodes
+// must support overlay and file locks, so a ReadWriteOnce volume per node
+// pool is the safe choice. The cache is not pruned.
+//
+// # Cancel
+//
+// Cancel deletes the pod with a one-second grace period and returns when
+// the pod object is gone, which the API server allows only after the
+// kubelet has stopped the container: nothing is pushed after that. A pod
+// killed during a push may have uploaded blobs but not the manifest, so the
+// tag never points at a partial image; the registry's garbage collection
+// removes the blobs.
+package buildahpod

@@ -1,0 +1,449 @@
+package buildahpod
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+const password = "s3cret-Pa55word-never-shown"
+
+func testJob(name string) *v1alpha1.ImageSpecJob {
+	return &v1alpha1.ImageSpecJob{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: "team", UID: types.UID("uid-" + name),
+			Labels: map[string]string{controller.ImageSpecLabel: "myspec", "team": "a"},
+		},
+		Spec: v1alpha1.ImageSpecJobSpec{
+			BaseImage:   "registry.example.com/base/python:3",
+			TargetImage: "registry.example.com/team/myspec:abc123",
+			PushSecret:  "push-creds",
+			PullSecret:  "pull-creds",
+			Packages: v1alpha1.Packages{
+				Apt: []string{"curl"},
+				Pip: []string{"requests>=2", `pwned; python_version >= "3$(touch /x)"`},
+			},
+		},
+	}
+}
+
+func dockerSecret(name string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(
+			`{"auths":{"registry.example.com":{"username":"u","password":"` + password + `"}}}`)},
+	}
+}
+
+type fixture struct {
+	kube     *fake.Clientset
+	be       *Backend
+	notified chan string
+}
+
+func newFixture(t *testing.T, opts Options, objs ...any) *fixture {
+	t.Helper()
+	kube := fake.NewClientset()
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.Secret:
+			if _, err := kube.CoreV1().Secrets(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = controller.ManagedSelector() }))
+	be, err := New(opts, kube, factory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	factory.Start(ctx.Done())
+	t.Cleanup(func() {
+		cancel()
+		factory.Shutdown()
+	})
+	f := &fixture{kube: kube, be: be, notified: make(chan string, 100)}
+	if err := be.Run(ctx, func(key string) { f.notified <- key }); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestPodName(t *testing.T) {
+	long := strings.Repeat("a", 250)
+	for _, c := range []struct{ job, want string }{
+		{"spec-1234abcd", "spec-1234abcd-build"},
+		{strings.Repeat("x", 247), strings.Repeat("x", 247) + "-build"},
+	} {
+		if got := PodName(c.job); got != c.want {
+			t.Errorf("PodName(%q) = %q, want %q", c.job, got, c.want)
+		}
+	}
+	n1, n2 := PodName(long+"x"), PodName(long+"y")
+	if n1 == n2 || len(n1) > 253 || n1 != PodName(long+"x") {
+		t.Errorf("long names: %q (%d) and %q must differ, be stable and fit 253", n1, len(n1), n2)
+	}
+	if errs := validation.IsDNS1123Subdomain(n1); len(errs) > 0 {
+		t.Errorf("%q: %v", n1, errs)
+	}
+	for _, name := range []string{"short", strings.Repeat("b", 63), strings.Repeat("b", 64), long} {
+		v := jobLabelValue(name)
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			t.Errorf("label value for %d-byte name: %q: %v", len(name), v, errs)
+		}
+	}
+	if jobLabelValue(strings.Repeat("b", 64)) == jobLabelValue(strings.Repeat("b", 64)+"c") {
+		t.Error("label values of different long names collide")
+	}
+}
+
+func TestEnsureCreatesOnePodWithConfigMap(t *testing.T) {
+	f := newFixture(t, Options{BuilderImage: "reg.local/builder:1", BuildTimeout: 90 * time.Second},
+		dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	job := testJob("myspec-abc123")
+	ctx := context.Background()
+
+	st, err := f.be.Ensure(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != v1alpha1.JobPending || st.PodName != "myspec-abc123-build" {
+		t.Fatalf("status %+v", st)
+	}
+	// Again, as after a failed status write or a restart: no second pod.
+	for i := 0; i < 3; i++ {
+		if _, err := f.be.Ensure(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pods, _ := f.kube.CoreV1().Pods("team").List(ctx, metav1.ListOptions{})
+	if len(pods.Items) != 1 {
+		t.Fatalf("%d pods, want 1", len(pods.Items))
+	}
+	creates := 0
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == "create" && a.GetResource().Resource == "pods" {
+			creates++
+		}
+	}
+	if creates != 1 {
+		t.Errorf("%d pod creates, want 1", creates)
+	}
+	pod := &pods.Items[0]
+
+	// Owner, labels.
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil || ref.UID != job.UID || ref.Kind != "ImageSpecJob" || ref.APIVersion != "primehub.io/v1alpha1" {
+		t.Errorf("controller ref %+v", ref)
+	}
+	for k, v := range job.Labels {
+		if pod.Labels[k] != v {
+			t.Errorf("label %s=%q, want %q", k, pod.Labels[k], v)
+		}
+	}
+	if pod.Labels[controller.ManagedByLabel] != controller.ComponentName || pod.Labels[JobLabel] != job.Name {
+		t.Errorf("labels %v", pod.Labels)
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever || pod.Spec.ActiveDeadlineSeconds == nil || *pod.Spec.ActiveDeadlineSeconds != 90 {
+		t.Errorf("restart policy %s, deadline %v", pod.Spec.RestartPolicy, pod.Spec.ActiveDeadlineSeconds)
+	}
+	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+		t.Error("the service account token must not be mounted")
+	}
+
+	// Least privilege.
+	c := pod.Spec.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged != nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" ||
+		strings.Join(capNames(sc.Capabilities.Add), ",") != "SETUID,SETGID,SETFCAP" || sc.SeccompProfile != nil {
+		b, _ := json.Marshal(sc)
+		t.Errorf("security context %s", b)
+	}
+	if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+		t.Errorf("termination message policy %s", c.TerminationMessagePolicy)
+	}
+
+	// Credentials only as Secret volumes; nothing secret anywhere in the
+	// pod or ConfigMap.
+	secretVols := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			secretVols[v.Secret.SecretName] = v.Name
+		}
+	}
+	if secretVols["push-creds"] == "" || secretVols["pull-creds"] == "" {
+		t.Errorf("secret volumes %v", secretVols)
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil {
+			t.Errorf("env %s comes from %v: values must be plain data", e.Name, e.ValueFrom)
+		}
+	}
+	cm, err := f.kube.CoreV1().ConfigMaps("team").Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, obj := range map[string]any{"pod": pod, "configmap": cm} {
+		b, _ := json.Marshal(obj)
+		if strings.Contains(string(b), password) || strings.Contains(string(b), "dXNlcj") {
+			t.Errorf("a credential appears in the %s", name)
+		}
+	}
+	if ref := metav1.GetControllerOf(cm); ref == nil || ref.UID != job.UID {
+		t.Errorf("ConfigMap controller ref %+v", ref)
+	}
+
+	// The ConfigMap carries the Dockerfiles; the pod only names images.
+	want, err := dockerfile.Render(backend.JobInputs(job))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Data[keyDockerfile] != string(want) {
+		t.Errorf("Dockerfile:\n%s\nwant:\n%s", cm.Data[keyDockerfile], want)
+	}
+	user := cm.Data[keyDockerfileUser]
+	if !strings.Contains(user, "USER 0:0\n") || !strings.HasSuffix(user, "ARG IMAGESPEC_BASE_USER\nUSER ${IMAGESPEC_BASE_USER}\n") {
+		t.Errorf("Dockerfile.user:\n%s", user)
+	}
+	if cm.Data[keyScript] != buildScript {
+		t.Error("ConfigMap lacks the build script")
+	}
+	podJSON, _ := json.Marshal(pod.Spec)
+	if strings.Contains(string(podJSON), "pwned") || strings.Contains(string(podJSON), "requests") {
+		t.Error("package entries must reach the pod through the ConfigMap only")
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["IMAGESPEC_TARGET_IMAGE"] != job.Spec.TargetImage || env["IMAGESPEC_BASE_IMAGE"] != "registry.example.com/base/python:3" ||
+		env["IMAGESPEC_PUSH_AUTHFILE"] != pushAuthDir+"/auth.json" || env["IMAGESPEC_PULL_AUTHFILE"] != pullAuthDir+"/auth.json" {
+		t.Errorf("env %v", env)
+	}
+
+	// The pod's creation reaches the job through the informer.
+	select {
+	case key := <-f.notified:
+		if key != "team/myspec-abc123" {
+			t.Errorf("notified %q", key)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no notification for the new pod")
+	}
+}
+
+func capNames(cs []corev1.Capability) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, string(c))
+	}
+	return out
+}
+
+func TestPodOptions(t *testing.T) {
+	job := testJob("myspec-abc123")
+	for _, c := range []struct {
+		name  string
+		opts  Options
+		check func(t *testing.T, pod *corev1.Pod)
+	}{
+		{"privileged", Options{Privileged: true}, func(t *testing.T, pod *corev1.Pod) {
+			sc := pod.Spec.Containers[0].SecurityContext
+			if sc.Privileged == nil || !*sc.Privileged || sc.AllowPrivilegeEscalation != nil || sc.Capabilities != nil {
+				t.Errorf("security context %+v", sc)
+			}
+		}},
+		{"localhost seccomp", Options{SeccompProfile: "Localhost/buildah.json"}, func(t *testing.T, pod *corev1.Pod) {
+			sp := pod.Spec.Containers[0].SecurityContext.SeccompProfile
+			if sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || *sp.LocalhostProfile != "buildah.json" {
+				t.Errorf("seccomp %+v", sp)
+			}
+		}},
+		{"cache pvc", Options{Cache: &CacheVolume{PVC: "layers"}}, func(t *testing.T, pod *corev1.Pod) {
+			v := volume(pod, "storage")
+			if v == nil || v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "layers" {
+				t.Errorf("storage volume %+v", v)
+			}
+		}},
+		{"cache host path", Options{Cache: &CacheVolume{HostPath: "/var/cache/buildah"}}, func(t *testing.T, pod *corev1.Pod) {
+			v := volume(pod, "storage")
+			if v == nil || v.HostPath == nil || v.HostPath.Path != "/var/cache/buildah" {
+				t.Errorf("storage volume %+v", v)
+			}
+		}},
+		{"default storage", Options{}, func(t *testing.T, pod *corev1.Pod) {
+			if v := volume(pod, "storage"); v == nil || v.EmptyDir == nil {
+				t.Errorf("storage volume %+v", v)
+			}
+			if pod.Spec.Containers[0].Image != DefaultBuilderImage {
+				t.Errorf("image %s", pod.Spec.Containers[0].Image)
+			}
+		}},
+		{"scheduling and resources", Options{HostNetwork: true, Pod: PodConfig{
+			NodeSelector: map[string]string{"pool": "build"}, ServiceAccountName: "builder", PriorityClassName: "low",
+			Tolerations:      []corev1.Toleration{{Key: "build", Operator: corev1.TolerationOpExists}},
+			ImagePullSecrets: []corev1.LocalObjectReference{{Name: "builder-pull"}},
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+				corev1.ResourceMemory: mustQuantity("2Gi")}},
+		}}, func(t *testing.T, pod *corev1.Pod) {
+			s := pod.Spec
+			if s.NodeSelector["pool"] != "build" || s.ServiceAccountName != "builder" || s.PriorityClassName != "low" ||
+				len(s.Tolerations) != 1 || s.ImagePullSecrets[0].Name != "builder-pull" || !s.HostNetwork ||
+				s.DNSPolicy != corev1.DNSClusterFirstWithHostNet || s.Containers[0].Resources.Limits.Memory().String() != "2Gi" {
+				b, _ := json.Marshal(s)
+				t.Errorf("spec %s", b)
+			}
+		}},
+		{"registry CAs", Options{RegistryCAs: map[string][]byte{"reg.local:5000": []byte("PEM")}}, func(t *testing.T, pod *corev1.Pod) {
+			v := volume(pod, "registry-cas")
+			if v == nil || v.ConfigMap == nil || v.ConfigMap.Items[0].Path != "reg.local:5000/ca.crt" {
+				t.Errorf("CA volume %+v", v)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.opts.setDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			b := &Backend{opts: c.opts}
+			pod, err := b.pod(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.check(t, pod)
+		})
+	}
+	for _, bad := range []Options{
+		{SeccompProfile: "RuntimeDefault"},
+		{SeccompProfile: "Localhost//abs"},
+		{Privileged: true, SeccompProfile: "Unconfined"},
+		{StorageDriver: "btrfs"},
+		{Cache: &CacheVolume{}},
+		{Cache: &CacheVolume{PVC: "a", HostPath: "/b"}},
+	} {
+		if err := bad.setDefaults(); err == nil {
+			t.Errorf("options %+v accepted", bad)
+		}
+	}
+}
+
+func volume(pod *corev1.Pod, name string) *corev1.VolumeSource {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == name {
+			return &v.VolumeSource
+		}
+	}
+	return nil
+}
+
+func TestMissingSecretFailsBeforeThePod(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		secrets []any
+		reason  string
+	}{
+		{"no push secret", []any{dockerSecret("pull-creds")}, v1alpha1.ReasonPushFailed},
+		{"no pull secret", []any{dockerSecret("push-creds")}, v1alpha1.ReasonBaseImagePullFailed},
+		{"opaque push secret", []any{dockerSecret("pull-creds"), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "push-creds", Namespace: "team"},
+			Data:       map[string][]byte{"password": []byte(password)}}}, v1alpha1.ReasonPushFailed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, Options{}, c.secrets...)
+			st, err := f.be.Ensure(context.Background(), testJob("myspec-abc123"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Phase != v1alpha1.JobFailed || st.Reason != c.reason || strings.Contains(st.Message, password) {
+				t.Errorf("status %+v", st)
+			}
+			pods, _ := f.kube.CoreV1().Pods("team").List(context.Background(), metav1.ListOptions{})
+			if len(pods.Items) != 0 {
+				t.Errorf("%d pods created", len(pods.Items))
+			}
+		})
+	}
+}
+
+func TestCancelDeletesPodAndConfigMap(t *testing.T) {
+	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	ctx := context.Background()
+	job := testJob("myspec-abc123")
+	if _, err := f.be.Ensure(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.be.Cancel(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	name := PodName(job.Name)
+	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod after Cancel: %v", err)
+	}
+	if _, err := f.kube.CoreV1().ConfigMaps("team").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap after Cancel: %v", err)
+	}
+	// Idempotent, also for a deleted job known by name only.
+	if err := f.be.Cancel(ctx, &v1alpha1.ImageSpecJob{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: job.Name}}); err != nil {
+		t.Fatal(err)
+	}
+	// A job whose pod vanished outside Cancel fails instead of building
+	// twice, once the informer has seen the deletion.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := f.be.pods.Pods("team").Get(name); apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the informer never saw the deletion")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	job.Status.PodName = name
+	st, err := f.be.Ensure(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonBackendError {
+		t.Errorf("status after the pod vanished: %+v", st)
+	}
+}
+
+func TestStalePodOfEarlierJobIsReplaced(t *testing.T) {
+	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	ctx := context.Background()
+	old := testJob("myspec-abc123")
+	if _, err := f.be.Ensure(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	renewed := old.DeepCopy()
+	renewed.UID = "uid-new"
+	st, err := f.be.Ensure(ctx, renewed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != v1alpha1.JobPending {
+		t.Errorf("status %+v", st)
+	}
+	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the earlier job's pod was not deleted: %v", err)
+	}
+}

@@ -1,0 +1,98 @@
+package buildahpod
+
+// buildScript runs in the builder container. It is a constant: every value
+// of the build (images, paths, the base image's user) arrives as an
+// environment variable or a file and is only ever expanded inside double
+// quotes or passed as one argument, so no value is parsed as shell code.
+//
+// Stages and what the container reports:
+//   - success: exit 0; the termination message holds "digest=sha256:..."
+//     and "baseDigest=sha256:..." lines.
+//   - failure: exit code of the stage (exitSetup, exitPull, exitBuild,
+//     exitPush: 10 to 13); the termination message holds "stage=<stage>",
+//     "exit=<buildah's exit code>" and "error=<the last error line>".
+//
+// Both buildah 1.28 (Debian) and current upstream images run it: it uses
+// POSIX sh, awk, tee, tail, grep and cut only.
+const buildScript = `set -u
+msg=${IMAGESPEC_TERMINATION_LOG:-/dev/termination-log}
+work=$(mktemp -d)
+
+fail() {
+  # $1 stage, $2 exit code of this script, $3 exit code of the command, $4 log
+  err=''
+  if [ -s "$4" ]; then
+    err=$(grep -E '^(Error|error|ERRO|fatal)' "$4" | tail -n 1 | cut -c 1-1000)
+    if [ -z "$err" ]; then err=$(grep -v '^[[:space:]]*$' "$4" | tail -n 1 | cut -c 1-1000); fi
+  fi
+  printf 'stage=%s\nexit=%s\nerror=%s\n' "$1" "$3" "$err" >"$msg"
+  echo "imagespec: $1 failed (exit $3)"
+  exit "$2"
+}
+
+# stage NAME CODE COMMAND...: runs COMMAND with its output in the pod log and
+# in a file, and fails the build with CODE when COMMAND fails.
+stage() {
+  name=$1 code=$2
+  shift 2
+  { "$@"; echo "$?" >"$work/rc"; } 2>&1 | tee "$work/$name.log"
+  rc=$(cat "$work/rc" 2>/dev/null || echo 255)
+  if [ "$rc" != 0 ]; then fail "$name" "$code" "$rc" "$work/$name.log"; fi
+}
+
+for v in IMAGESPEC_BASE_IMAGE IMAGESPEC_TARGET_IMAGE IMAGESPEC_DOCKERFILE_DIR; do
+  eval "val=\${$v:-}"
+  if [ -z "$val" ]; then
+    printf 'stage=setup\nexit=2\nerror=%s is not set\n' "$v" >"$msg"
+    exit 10
+  fi
+done
+
+pull_auth=''
+if [ -f "${IMAGESPEC_PULL_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PULL_AUTHFILE
+elif [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PUSH_AUTHFILE
+fi
+push_auth=''
+if [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then push_auth=$IMAGESPEC_PUSH_AUTHFILE; fi
+
+echo "imagespec: pulling base image $IMAGESPEC_BASE_IMAGE"
+if [ -n "$pull_auth" ]; then
+  stage pull 11 buildah pull --quiet --authfile "$pull_auth" "$IMAGESPEC_BASE_IMAGE"
+else
+  stage pull 11 buildah pull --quiet "$IMAGESPEC_BASE_IMAGE"
+fi
+stage pull 11 buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGESPEC_BASE_IMAGE"
+base_digest=$(tail -n 1 "$work/pull.log")
+stage pull 11 buildah inspect --type image --format 'user={{.OCIv1.Config.User}}' "$IMAGESPEC_BASE_IMAGE"
+base_user=$(tail -n 1 "$work/pull.log")
+base_user=${base_user#user=}
+echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
+
+# The user variant restores the base image's user from a build argument, so
+# the user reaches buildah as data, never as Dockerfile text.
+dockerfile=$IMAGESPEC_DOCKERFILE_DIR/Dockerfile
+if [ -n "$base_user" ]; then dockerfile=$IMAGESPEC_DOCKERFILE_DIR/Dockerfile.user; fi
+echo "imagespec: building $IMAGESPEC_TARGET_IMAGE from $dockerfile:"
+cat "$dockerfile"
+mkdir -p "$work/context"
+# Pass the container's own hard limits explicitly: newer buildahs otherwise
+# raise RLIMIT_NPROC/NOFILE, which needs CAP_SYS_RESOURCE, and older ones
+# default RUN steps to nproc=32768, which may exceed the container's limit.
+nproc=$(awk '/^Max processes/ { print $4 }' /proc/self/limits)
+nofile=$(awk '/^Max open files/ { print $5 }' /proc/self/limits)
+set --
+case $nproc in ''|unlimited) ;; *) set -- "$@" --ulimit "nproc=$nproc:$nproc" ;; esac
+case $nofile in ''|unlimited) ;; *) set -- "$@" --ulimit "nofile=$nofile:$nofile" ;; esac
+stage build 12 buildah bud "$@" --layers --pull=never --isolation chroot --format oci \
+  --build-arg "IMAGESPEC_BASE_USER=$base_user" -f "$dockerfile" -t "$IMAGESPEC_TARGET_IMAGE" "$work/context"
+
+echo "imagespec: pushing $IMAGESPEC_TARGET_IMAGE"
+if [ -n "$push_auth" ]; then
+  stage push 13 buildah push --authfile "$push_auth" --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
+else
+  stage push 13 buildah push --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
+fi
+digest=$(cat "$work/digest")
+printf 'digest=%s\nbaseDigest=%s\n' "$digest" "$base_digest" >"$msg"
+echo "imagespec: pushed $IMAGESPEC_TARGET_IMAGE@$digest"
+`
