@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/containers/buildah"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
@@ -51,7 +53,24 @@ type flags struct {
 	pipExtraIndexURLs, pipTrustedHosts stringList
 	condaChannels                      stringList
 
-	inprocess inprocessFlags
+	inprocess  inprocessFlags
+	buildahpod buildahpodFlags
+}
+
+// buildahpodFlags configure the buildahpod backend.
+type buildahpodFlags struct {
+	image, pullPolicy       string
+	privileged              bool
+	seccompProfile          string
+	storageDriver           string
+	cachePVC, cacheHostPath string
+	hostNetwork             bool
+	registryCertsDir        string
+	podConfigFile           string
+	serviceAccount          string
+	priorityClass           string
+	imagePullSecrets        stringList
+	nodeSelector            stringList
 }
 
 // inprocessFlags configure the inprocess backend.
@@ -103,6 +122,20 @@ func main() {
 	flag.Var(&f.inprocess.insecureRegistries, "insecure-registry", "inprocess backend: a registry host[:port] reached without TLS verification or over plain http (repeatable). TLS is verified for every other registry.")
 	flag.IntVar(&f.inprocess.maxBuilds, "inprocess-max-builds", 0, "inprocess backend: at most this many builds run at once in this process (besides --max-concurrent-builds). 0 means no limit of its own.")
 	flag.BoolVar(&f.inprocess.reproducible, "reproducible", false, "inprocess backend: stamp images and new files with the Unix epoch and build with SOURCE_DATE_EPOCH=0, so the same inputs give the same image; pip layers are then reproducible, apt layers are not (dpkg logs wall-clock times).")
+	flag.StringVar(&f.buildahpod.image, "builder-image", buildahpod.DefaultBuilderImage, "buildahpod backend: the image build pods run; it needs buildah and a POSIX shell.")
+	flag.StringVar(&f.buildahpod.pullPolicy, "builder-image-pull-policy", string(corev1.PullIfNotPresent), "buildahpod backend: pull policy of the builder image (Always, IfNotPresent, Never).")
+	flag.BoolVar(&f.buildahpod.privileged, "builder-privileged", false, "buildahpod backend: run build pods privileged, for nodes whose seccomp or AppArmor profile forbids the user namespaces of the default least-privilege pod (root with SETUID/SETGID/SETFCAP only).")
+	flag.StringVar(&f.buildahpod.seccompProfile, "builder-seccomp-profile", "", "buildahpod backend: seccomp profile of build pods: empty leaves it to the kubelet, Unconfined, or Localhost/<path> (a profile that allows unshare(CLONE_NEWUSER)). RuntimeDefault cannot work.")
+	flag.StringVar(&f.buildahpod.storageDriver, "builder-storage-driver", "overlay", "buildahpod backend: buildah storage driver in build pods, overlay or vfs.")
+	flag.StringVar(&f.buildahpod.cachePVC, "builder-cache-pvc", "", "buildahpod backend: a PersistentVolumeClaim (in each namespace that builds) mounted at /var/lib/containers, so layers survive between builds. Default: an emptyDir per build.")
+	flag.StringVar(&f.buildahpod.cacheHostPath, "builder-cache-host-path", "", "buildahpod backend: a node directory mounted at /var/lib/containers, so layers survive between builds on that node.")
+	flag.BoolVar(&f.buildahpod.hostNetwork, "builder-host-network", false, "buildahpod backend: run build pods in the node's network namespace, for registries or package indexes reachable only from nodes.")
+	flag.StringVar(&f.buildahpod.registryCertsDir, "builder-registry-certs-dir", "", "buildahpod backend: a certs.d tree (<host[:port]>/*.crt) of registry CAs that build pods trust besides the builder image's.")
+	flag.StringVar(&f.buildahpod.podConfigFile, "builder-pod-config", "", "buildahpod backend: a JSON or YAML file with resources, nodeSelector, tolerations, serviceAccountName, priorityClassName, imagePullSecrets, nodeName and annotations of build pods. The single flags override it.")
+	flag.StringVar(&f.buildahpod.serviceAccount, "builder-service-account", "", "buildahpod backend: service account of build pods (its token is never mounted).")
+	flag.StringVar(&f.buildahpod.priorityClass, "builder-priority-class", "", "buildahpod backend: priority class of build pods.")
+	flag.Var(&f.buildahpod.imagePullSecrets, "builder-image-pull-secret", "buildahpod backend: a Secret (in each namespace that builds) to pull the builder image with (repeatable).")
+	flag.Var(&f.buildahpod.nodeSelector, "builder-node-selector", "buildahpod backend: key=value a node must carry to run build pods (repeatable).")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -211,9 +244,70 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 			}
 		}()
 		return be, nil
+	case buildahpod.Name:
+		opts, err := buildahpodOptions(f)
+		if err != nil {
+			return nil, err
+		}
+		return buildahpod.New(opts, clients.Kube, clients.Managed)
 	default:
 		return nil, fmt.Errorf("--backend=%q: this build has no such backend", f.backendName)
 	}
+}
+
+func buildahpodOptions(f flags) (buildahpod.Options, error) {
+	p := f.buildahpod
+	opts := buildahpod.Options{
+		BuilderImage:           p.image,
+		BuilderImagePullPolicy: corev1.PullPolicy(p.pullPolicy),
+		Privileged:             p.privileged,
+		SeccompProfile:         p.seccompProfile,
+		StorageDriver:          p.storageDriver,
+		BuildTimeout:           f.buildTimeout,
+		HostNetwork:            p.hostNetwork,
+	}
+	switch opts.BuilderImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return opts, fmt.Errorf("--builder-image-pull-policy=%q: use Always, IfNotPresent or Never", p.pullPolicy)
+	}
+	if p.cachePVC != "" || p.cacheHostPath != "" {
+		opts.Cache = &buildahpod.CacheVolume{PVC: p.cachePVC, HostPath: p.cacheHostPath}
+	}
+	if p.registryCertsDir != "" {
+		cas, err := buildahpod.LoadRegistryCAs(p.registryCertsDir)
+		if err != nil {
+			return opts, fmt.Errorf("--builder-registry-certs-dir: %w", err)
+		}
+		opts.RegistryCAs = cas
+	}
+	if p.podConfigFile != "" {
+		pc, err := buildahpod.LoadPodConfig(p.podConfigFile)
+		if err != nil {
+			return opts, fmt.Errorf("--builder-pod-config: %w", err)
+		}
+		opts.Pod = pc
+	}
+	if p.serviceAccount != "" {
+		opts.Pod.ServiceAccountName = p.serviceAccount
+	}
+	if p.priorityClass != "" {
+		opts.Pod.PriorityClassName = p.priorityClass
+	}
+	for _, name := range p.imagePullSecrets {
+		opts.Pod.ImagePullSecrets = append(opts.Pod.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
+	for _, kv := range p.nodeSelector {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return opts, fmt.Errorf("--builder-node-selector=%q: want key=value", kv)
+		}
+		if opts.Pod.NodeSelector == nil {
+			opts.Pod.NodeSelector = map[string]string{}
+		}
+		opts.Pod.NodeSelector[k] = v
+	}
+	return opts, nil
 }
 
 // opsFlags configure how replicas share the work and how they are watched.
