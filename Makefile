@@ -6,12 +6,19 @@ PKGS_NOT_GENERATED = $(shell $(GO) list ./... | grep -v /pkg/generated/)
 GOFILES_NOT_GENERATED = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^pkg/generated/' | grep -v '^hack/kube-tools/' )
 FUZZTIME ?= 30s
 
-.PHONY: all build generate verify verify-codegen fmt vet deps test test-unit test-go fuzz dev clean
+.PHONY: all build image generate verify verify-codegen fmt vet deps test test-unit test-go fuzz dev clean
 
 all: build
 
 build:
 	$(GO) build -tags '$(BUILD_TAGS)' -o bin/ ./cmd/...
+
+# The controller image, built with buildah (root): an OCI archive in
+# _output by default. BASE_IMAGE=local builds on the local `debian` test
+# image (no internet); OUTPUT=docker://host/repo:tag pushes instead. See
+# hack/build-image.sh.
+image:
+	GO=$(GO) hack/build-image.sh
 
 generate:
 	hack/update-codegen.sh
