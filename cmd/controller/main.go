@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"flag"
 	"fmt"
 	"os"
@@ -203,7 +204,15 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 	}
 	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix,
 		"registry", settings.Registry.Host, "authenticated", settings.Registry.HasCredentials())
-	return app.Run(ctx, clients, be, opts)
+	err = app.Run(ctx, clients, be, opts)
+	// The process exits when run returns: a backend that holds resources
+	// (the inprocess store's mounts, running builds) releases them first.
+	if closer, ok := be.(io.Closer); ok {
+		if cerr := closer.Close(); cerr != nil {
+			logger.Error(cerr, "Closing the backend")
+		}
+	}
+	return err
 }
 
 func loadSettings(envFile string) (config.Settings, error) {
@@ -235,14 +244,8 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 		if err != nil {
 			return nil, err
 		}
-		// Stop running builds (no push after this) and release the
-		// store when the controller stops.
-		go func() {
-			<-ctx.Done()
-			if err := be.Close(); err != nil {
-				klog.FromContext(ctx).Error(err, "Closing the inprocess backend")
-			}
-		}()
+		// run closes it (io.Closer) once the controller stopped: running
+		// builds stop, nothing is pushed after that, the store is released.
 		return be, nil
 	case buildahpod.Name:
 		opts, err := buildahpodOptions(f)
