@@ -5,9 +5,9 @@ package main
 
 import (
 	"context"
-	"io"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
