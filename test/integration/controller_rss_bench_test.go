@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,18 +46,36 @@ func BenchmarkControllerRSS(b *testing.B) {
 	}
 }
 
-func buildController(b *testing.B) string {
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		b.Fatal(err)
+var (
+	controllerBinOnce sync.Once
+	controllerBin     string
+	controllerBinErr  error
+)
+
+// buildController builds cmd/controller once per test binary, into the
+// shared control plane's work dir (removed with it).
+func buildController(tb testing.TB) string {
+	tb.Helper()
+	cp := SharedControlPlane(tb)
+	controllerBinOnce.Do(func() {
+		root, err := controlplane.RepoRoot()
+		if err != nil {
+			controllerBinErr = err
+			return
+		}
+		bin := filepath.Join(cp.WorkDir, "controller")
+		cmd := exec.Command("go", "build", "-tags", "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper", "-o", bin, "./cmd/controller")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			controllerBinErr = fmt.Errorf("building the controller: %v\n%s", err, out)
+			return
+		}
+		controllerBin = bin
+	})
+	if controllerBinErr != nil {
+		tb.Fatal(controllerBinErr)
 	}
-	bin := filepath.Join(b.TempDir(), "controller")
-	cmd := exec.Command("go", "build", "-tags", "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper", "-o", bin, "./cmd/controller")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the controller: %v\n%s", err, out)
-	}
-	return bin
+	return controllerBin
 }
 
 // seedFinishedSpecs creates n ImageSpecs and, for each, the succeeded job
