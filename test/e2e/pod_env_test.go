@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/node"
+)
+
+// builderPullSecret is the Secret each pod test namespace gets for pulling
+// the builder image: the node has no registry credentials of its own, so
+// the backend's imagePullSecrets setting is exercised.
+const builderPullSecret = "builder-pull"
+
+// PodEnv is a real node (containerd, runc, the pinned kubelet and
+// kube-scheduler) registered with the shared control plane, and the
+// builder image (Debian buildah) in the shared registry.
+type PodEnv struct {
+	Node *node.Node
+	// Builder is the builder image's reference in SharedEnv().Registry.
+	Builder string
+	Kube    kubernetes.Interface
+}
+
+// StartPodEnv starts a node for the test and stops it (restoring the host)
+// when the test ends. Only one node runs per machine at a time.
+func StartPodEnv(tb testing.TB) *PodEnv {
+	tb.Helper()
+	env := SharedEnv(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	builder, _, err := images.Push(ctx, images.Builder, env.Registry, "imagespec/builder:e2e")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := node.Start(ctx, node.Options{
+		ControlPlane: env.ControlPlane,
+		Registry:     env.Registry,
+		Scheduler:    true,
+		WorkDir:      env.WorkDir,
+		Logf:         env.Logs.Printf,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			tb.Errorf("node Stop: %v", err)
+		}
+	})
+	kube, err := kubernetes.NewForConfig(env.ControlPlane.RESTConfig)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &PodEnv{Node: n, Builder: builder, Kube: kube}
+}
+
+// PodOptions are the backend options the tests use: the test builder
+// image pulled with an imagePullSecret, the registries' CAs from the env's
+// certs.d tree, and the node's network, where the registry and the package
+// index listen on 127.0.0.1.
+func (p *PodEnv) PodOptions(tb testing.TB, timeout time.Duration) buildahpod.Options {
+	tb.Helper()
+	env := SharedEnv(tb)
+	cas, err := buildahpod.LoadRegistryCAs(env.CertsDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return buildahpod.Options{
+		BuilderImage: p.Builder,
+		HostNetwork:  true,
+		RegistryCAs:  cas,
+		BuildTimeout: timeout,
+		Pod:          buildahpod.PodConfig{ImagePullSecrets: []corev1.LocalObjectReference{{Name: builderPullSecret}}},
+		Logf:         env.Logs.Printf,
+	}
+}
+
+// StartPodController runs the controller with the buildahpod backend on
+// namespace until the test ends; tweak adjusts the backend's options.
+func (p *PodEnv) StartPodController(tb testing.TB, namespace string, cfg ControllerConfig, tweak func(*buildahpod.Options)) (*Controller, *buildahpod.Backend) {
+	tb.Helper()
+	env := SharedEnv(tb)
+	settings := env.Settings
+	if cfg.Settings != nil {
+		settings = *cfg.Settings
+	}
+	opts := env.DefaultOptions(namespace, settings)
+	if cfg.Tweak != nil {
+		cfg.Tweak(&opts)
+	}
+	p.createDockerSecret(tb, namespace, builderPullSecret, env.Registry.AuthFile)
+	bopts := p.PodOptions(tb, opts.Controller.BuildTimeout)
+	if tweak != nil {
+		tweak(&bopts)
+	}
+	var be *buildahpod.Backend
+	c := StartController(tb, opts, func(clients *app.Clients) (backend.Backend, func(), error) {
+		var err error
+		be, err = buildahpod.New(bopts, clients.Kube, clients.Managed)
+		return be, nil, err
+	})
+	return c, be
+}
+
+func (p *PodEnv) createDockerSecret(tb testing.TB, namespace, name, authFile string) {
+	tb.Helper()
+	data, err := os.ReadFile(authFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = p.Kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// requirePodPhase fails unless the job ended in phase with reason and was
+// built by the buildahpod backend.
+func requirePodPhase(tb testing.TB, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason string) {
+	tb.Helper()
+	if job.Status.Phase != phase || job.Status.Reason != reason {
+		tb.Fatalf("job %s: %s/%s, want %s/%s: %s\nlog tail:\n%s", job.Name, job.Status.Phase, job.Status.Reason,
+			phase, reason, job.Status.Message, job.Status.LogTail)
+	}
+	if job.Status.Backend != buildahpod.Name {
+		tb.Errorf("status.backend = %q, want %q", job.Status.Backend, buildahpod.Name)
+	}
+}
