@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -176,7 +177,11 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		if st.Phase.IsFinal() {
 			st.LogTail = b.logTail(ctx, pod)
 			if st.Phase == v1alpha1.JobSucceeded {
-				st.Message = fmt.Sprintf("Pushed %s@%s; log: kubectl logs -n %s %s", job.Spec.TargetImage, st.Digest, pod.Namespace, pod.Name)
+				st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
+			}
+			if pod.DeletionTimestamp == nil {
+				// The pod stays until its job leaves the history.
+				st.Message += fmt.Sprintf("; log: kubectl logs -n %s %s", pod.Namespace, pod.Name)
 			}
 		}
 		return st, nil
@@ -238,11 +243,16 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 			Message: fmt.Sprintf("Rendering the Dockerfile: %v", err)}, nil
 	}
 	existing, err := b.configMaps.ConfigMaps(job.Namespace).Get(name)
-	switch {
-	case apierrors.IsNotFound(err):
-		if _, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if apierrors.IsNotFound(err) {
+		existing, err = b.kube.CoreV1().ConfigMaps(job.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			existing, err = b.kube.CoreV1().ConfigMaps(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+		}
+		if err != nil {
 			return backend.Status{}, fmt.Errorf("creating ConfigMap %s/%s: %w", job.Namespace, name, err)
 		}
+	}
+	switch {
 	case err != nil:
 		return backend.Status{}, err
 	case !ownedBy(existing, job):
@@ -252,6 +262,14 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 			return backend.Status{}, err
 		}
 		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s belonged to an earlier job of the same name; deleted it, will retry", job.Namespace, name)
+	case !maps.Equal(existing.Data, cm.Data):
+		// Left by an attempt before a restart with other settings (a new
+		// registry CA): the pod about to start must read the current ones.
+		updated := existing.DeepCopy()
+		updated.Data = cm.Data
+		if _, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
+			return backend.Status{}, fmt.Errorf("updating ConfigMap %s/%s: %w", job.Namespace, name, err)
+		}
 	}
 
 	pod, err := b.pod(job)
@@ -414,7 +432,9 @@ func (b *Backend) deleteConfigMap(ctx context.Context, job *v1alpha1.ImageSpecJo
 	name := PodName(job.Name)
 	opts := metav1.DeleteOptions{}
 	if job.UID != "" {
-		cm, err := b.configMaps.ConfigMaps(job.Namespace).Get(name)
+		// From the API server: the cache may lag behind a ConfigMap made
+		// a moment ago.
+		cm, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}

@@ -54,7 +54,7 @@ var fatalWaiting = map[string]bool{
 	"ErrImageNeverPull": true,
 }
 
-var definitivePullErrors = []string{"not found", "unauthorized", "401", "403", "denied", "manifest unknown", "no such host"}
+var definitivePullErrors = []string{"not found", "unauthorized", "forbidden", "denied", "manifest unknown", "no such host"}
 
 // classify maps a build pod to a backend status. It never reads the log;
 // the caller adds the tail to final states.
@@ -111,7 +111,7 @@ func classify(pod *corev1.Pod) backend.Status {
 	case ctr != nil && ctr.State.Running != nil:
 		st.Phase = v1alpha1.JobRunning
 		st.Reason = v1alpha1.ReasonBuilding
-		st.Message = fmt.Sprintf("Building in pod %s on node %s; kubectl logs %s", pod.Name, pod.Spec.NodeName, pod.Name)
+		st.Message = fmt.Sprintf("Building in pod %s on node %s; log: kubectl logs -n %s %s", pod.Name, pod.Spec.NodeName, pod.Namespace, pod.Name)
 	case pod.Spec.NodeName == "":
 		msg := "Waiting for a node to run build pod " + pod.Name
 		if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Message != "" {

@@ -78,7 +78,7 @@ func TestClassify(t *testing.T) {
 			v1alpha1.JobFailed, v1alpha1.ReasonBuilderImagePullFailed, "", "", ""},
 		{"config error", podIn(corev1.PodPending, "n1", waiting("CreateContainerConfigError", "configmap not found")),
 			v1alpha1.JobFailed, v1alpha1.ReasonBackendError, "configmap not found", "", ""},
-		{"running", podIn(corev1.PodRunning, "n1", running), v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "kubectl logs spec-1-build", "", ""},
+		{"running", podIn(corev1.PodRunning, "n1", running), v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "log: kubectl logs -n team spec-1-build", "", ""},
 		{"succeeded", podIn(corev1.PodSucceeded, "n1", terminated(0, "Completed", "digest=sha256:aaa\nbaseDigest=sha256:bbb\n")),
 			v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded, "", "sha256:aaa", "sha256:bbb"},
 		{"succeeded without digest", podIn(corev1.PodSucceeded, "n1", terminated(0, "Completed", "")),
