@@ -255,21 +255,17 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	switch {
 	case err != nil:
 		return backend.Status{}, err
-	case !ownedBy(existing, job):
+	case !ownedBy(existing, job) || !maps.Equal(existing.Data, cm.Data):
+		// Left by an earlier job of the same name, or by an attempt before
+		// a restart with other settings (a new registry CA): the pod about
+		// to start must read the current ones. Deleted, then made again on
+		// the retry (the controller's role may create and delete them).
 		err := b.kube.CoreV1().ConfigMaps(job.Namespace).Delete(ctx, name, metav1.DeleteOptions{
 			Preconditions: &metav1.Preconditions{UID: &existing.UID}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return backend.Status{}, err
 		}
-		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s belonged to an earlier job of the same name; deleted it, will retry", job.Namespace, name)
-	case !maps.Equal(existing.Data, cm.Data):
-		// Left by an attempt before a restart with other settings (a new
-		// registry CA): the pod about to start must read the current ones.
-		updated := existing.DeepCopy()
-		updated.Data = cm.Data
-		if _, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Update(ctx, updated, metav1.UpdateOptions{}); err != nil {
-			return backend.Status{}, fmt.Errorf("updating ConfigMap %s/%s: %w", job.Namespace, name, err)
-		}
+		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s was stale (an earlier job's, or other settings); deleted it, will retry", job.Namespace, name)
 	}
 
 	pod, err := b.pod(job)

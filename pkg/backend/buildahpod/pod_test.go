@@ -447,3 +447,38 @@ func TestStalePodOfEarlierJobIsReplaced(t *testing.T) {
 		t.Errorf("the earlier job's pod was not deleted: %v", err)
 	}
 }
+
+func TestStaleConfigMapIsReplaced(t *testing.T) {
+	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	ctx := context.Background()
+	job := testJob("myspec-abc123")
+	stale, err := f.be.configMap(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Data[keyDockerfile] = "FROM elsewhere\n"
+	if _, err := f.kube.CoreV1().ConfigMaps("team").Create(ctx, stale, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := f.be.Ensure(ctx, job)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ensure still fails: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cm, err := f.kube.CoreV1().ConfigMaps("team").Get(ctx, PodName(job.Name), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(cm.Data[keyDockerfile], "elsewhere") {
+		t.Error("the pod reads the stale Dockerfile")
+	}
+	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(job.Name), metav1.GetOptions{}); err != nil {
+		t.Errorf("no pod after the ConfigMap was replaced: %v", err)
+	}
+}
