@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -100,7 +101,10 @@ func (p *PodEnv) StartPodController(tb testing.TB, namespace string, cfg Control
 	if cfg.Tweak != nil {
 		cfg.Tweak(&opts)
 	}
-	p.createDockerSecret(tb, namespace, builderPullSecret, env.Registry.AuthFile)
+	// A second controller in the namespace (a restart) finds it there.
+	if _, err := p.Kube.CoreV1().Secrets(namespace).Get(context.Background(), builderPullSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		p.createDockerSecret(tb, namespace, builderPullSecret, env.Registry.AuthFile)
+	}
 	bopts := p.PodOptions(tb, opts.Controller.BuildTimeout)
 	if tweak != nil {
 		tweak(&bopts)

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
+)
+
+// TestBuildahPodLifecycle covers what outlives one build: a controller
+// restart mid-build, the pod's own deadline, and a layer cache kept on the
+// node between builds. Its subtests share one node.
+func TestBuildahPodLifecycle(t *testing.T) {
+	p := StartPodEnv(t)
+	t.Run("RestartKeepsThePod", func(t *testing.T) { testPodRestartKeepsThePod(t, p) })
+	t.Run("ActiveDeadline", func(t *testing.T) { testPodActiveDeadline(t, p) })
+	t.Run("HostPathCache", func(t *testing.T) { testPodHostPathCache(t, p) })
+}
+
+// A controller that restarts while the pod builds picks the same pod up
+// (its name comes from the job) instead of starting a second build.
+func testPodRestartKeepsThePod(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	index := newHangingIndex(t)
+	cfg := ControllerConfig{Tweak: hangingIndexOptions(index)}
+	first, _ := p.StartPodController(t, ns, cfg, nil)
+	createSpec(t, first, ns, "restart", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+	})
+	job := runningJob(t, first, ns, "restart", "", index)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	podName := buildahpod.PodName(job.Name)
+	pod, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := pod.UID
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	second, _ := p.StartPodController(t, ns, cfg, nil)
+	index.Release()
+	done := WaitJob(t, second, ns, "restart", "", buildTimeout)
+	requirePodPhase(t, done, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if done.Name != job.Name {
+		t.Errorf("the restart made job %s; want %s finished", done.Name, job.Name)
+	}
+	pods, err := p.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: controller.ManagedSelector()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []types.UID
+	for _, p := range pods.Items {
+		uids = append(uids, p.UID)
+	}
+	if len(uids) != 1 || uids[0] != uid {
+		t.Errorf("pods after the restart: %v, want only %s", uids, uid)
+	}
+	if !TagExists(t, env.Registry, done.Spec.TargetImage) {
+		t.Errorf("%s was not pushed", done.Spec.TargetImage)
+	}
+}
+
+// The pod's activeDeadlineSeconds (the backend's build timeout) stops a
+// build the kubelet runs too long, and the job says Timeout.
+func testPodActiveDeadline(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	index := newHangingIndex(t)
+	c, _ := p.StartPodController(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)}, func(o *buildahpod.Options) {
+		o.BuildTimeout = 10 * time.Second
+	})
+	createSpec(t, c, ns, "deadline", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+	})
+	job := WaitJob(t, c, ns, "deadline", "", buildTimeout)
+	requirePodPhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonTimeout)
+	if !strings.Contains(job.Status.Message, "activeDeadlineSeconds 10") {
+		t.Errorf("message %q does not come from the pod's deadline", job.Status.Message)
+	}
+	if TagExists(t, env.Registry, job.Spec.TargetImage) {
+		t.Errorf("%s was pushed by a build past its deadline", job.Spec.TargetImage)
+	}
+}
+
+// With a host path cache, the base image and the apt layer of one build
+// are there for the next: adding a pip package reuses the apt step.
+func testPodHostPathCache(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	dir := t.TempDir()
+	c, _ := p.StartPodController(t, ns, ControllerConfig{}, func(o *buildahpod.Options) {
+		o.Cache = &buildahpod.CacheVolume{HostPath: dir}
+	})
+	createSpec(t, c, ns, "cached", baseSpec(env))
+	first := WaitJob(t, c, ns, "cached", "", buildTimeout)
+	requirePodPhase(t, first, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	updateSpec(t, c, ns, "cached", func(s *v1alpha1.ImageSpecSpec) { s.Packages.Pip = append(s.Packages.Pip, "e2e-extra") })
+	second := WaitJob(t, c, ns, "cached", first.Name, buildTimeout)
+	requirePodPhase(t, second, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	logs, err := env.ControlPlane.Kubectl(ctx, "logs", "-n", ns, buildahpod.PodName(second.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(logs), "Using cache") < 2 {
+		t.Errorf("the second build took fewer than 2 steps (USER, apt) from the cache:\n%s", logs)
+	}
+	a := env.Inspect(t, env.Registry, first.Status.Image)
+	b := env.Inspect(t, env.Registry, second.Status.Image)
+	base := env.Inspect(t, env.Registry, env.BaseImage)
+	n := len(base.Layers)
+	if len(a.Layers) != n+2 || len(b.Layers) != n+2 || a.Layers[n] != b.Layers[n] {
+		t.Errorf("apt layer not reused: first %v, second %v (base has %d)", a.Layers, b.Layers, n)
+	}
+}
