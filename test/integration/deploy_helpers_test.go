@@ -204,10 +204,21 @@ func (in *instance) wait(tb testing.TB) {
 // startInstance runs app.Run with cfg's identity until the test ends.
 func startInstance(tb testing.TB, cfg *rest.Config, be backend.Backend, opts app.Options) *instance {
 	tb.Helper()
+	return startInstanceWith(tb, cfg, opts, func(*app.Clients) (backend.Backend, error) { return be, nil })
+}
+
+// startInstanceWith is startInstance with a backend built from the
+// instance's clients, as cmd/controller builds it.
+func startInstanceWith(tb testing.TB, cfg *rest.Config, opts app.Options, newBackend func(*app.Clients) (backend.Backend, error)) *instance {
+	tb.Helper()
 	in := &instance{done: make(chan struct{})}
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(in.roundTrip)
 	clients, err := app.NewClients(cfg, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	be, err := newBackend(clients)
 	if err != nil {
 		tb.Fatal(err)
 	}

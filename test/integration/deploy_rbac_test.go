@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,12 +14,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/backend/backendtest"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 )
@@ -395,5 +399,54 @@ func TestDeployRBACMissingVerbFails(t *testing.T) {
 			}
 			t.Logf("without %s on %s: %v", tc.verb, tc.resource, forbidden[0])
 		})
+	}
+}
+
+// TestDeployRBACBuildahpodBackend runs the buildahpod backend (the
+// Deployment's) as the deployed service account: it creates the build's
+// ConfigMap and pod, watches them, and on cancel deletes both, without a
+// forbidden request. No node runs the pod here; builds on a node are the
+// e2e suite's.
+func TestDeployRBACBuildahpodBackend(t *testing.T) {
+	applyDeploy(t)
+	ns := NewTestNamespace(t)
+	c, k := clients(t)
+	opts := defaultControllerOptions(ns)
+	in := startInstanceWith(t, userConfig(t, deployUser), opts, func(cl *app.Clients) (backend.Backend, error) {
+		return buildahpod.New(buildahpod.Options{}, cl.Kube, cl.Managed)
+	})
+
+	createSpec(t, c, newImageSpec(ns, "pod", v1alpha1.Packages{Apt: []string{"curl"}}))
+	job := currentJobName(t, c, ns, "pod", 1)
+	pod := buildahpod.PodName(job)
+	waitFor(t, "build pod "+pod, func() (bool, string) {
+		_, err := k.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+	if _, err := k.CoreV1().ConfigMaps(ns).Get(context.Background(), pod, metav1.GetOptions{}); err != nil {
+		t.Fatalf("build ConfigMap: %v", err)
+	}
+
+	j, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Get(context.Background(), job, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Spec.Cancel = true
+	if _, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Update(context.Background(), j, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForJobPhase(t, c, ns, job, v1alpha1.JobCancelled)
+	waitFor(t, "build pod and ConfigMap deleted", func() (bool, string) {
+		_, perr := k.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		_, cerr := k.CoreV1().ConfigMaps(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		return apierrors.IsNotFound(perr) && apierrors.IsNotFound(cerr), fmt.Sprint(perr, cerr)
+	})
+	if f := in.forbidden(); len(f) > 0 {
+		t.Fatalf("forbidden requests: %v", f)
+	}
+	for _, want := range []string{"/pods", "/configmaps"} {
+		if len(in.find(func(r request) bool { return r.method == "POST" && strings.HasSuffix(r.path, want) && r.code == 201 })) == 0 {
+			t.Errorf("the controller did not create %s", want)
+		}
 	}
 }
