@@ -29,7 +29,7 @@ import (
 const (
 	DefaultQPS     = 1000
 	DefaultBurst   = 2000
-	DefaultWorkers = 8
+	DefaultWorkers = 16
 )
 
 // Clients are the API clients a controller and its backend share.
