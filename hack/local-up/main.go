@@ -33,6 +33,7 @@ import (
 	clientset "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 	"github.com/imagespec/imagespec-controller/test/framework/pypi"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
@@ -219,9 +220,10 @@ func startController(bin, logPath string, args ...string) (func(), error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group, and killed if local-up dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	// Its own process group, and told to stop (SIGTERM: it releases its
+	// store) if local-up dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := proc.Start(cmd); err != nil {
 		logFile.Close()
 		return nil, err
 	}

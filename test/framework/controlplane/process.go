@@ -6,47 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 )
-
-// Pdeathsig fires when the OS thread that forked the child exits, not when
-// the process does. All children are therefore forked from one goroutine that
-// locks its thread and never returns, so they die with the test binary (on a
-// panic, a -timeout abort or a kill) and not earlier.
-var (
-	spawnOnce sync.Once
-	spawnReqs chan spawnReq
-)
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
-func startChild(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnReqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread()
-			for r := range spawnReqs {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	// Own process group, so Stop can kill whatever the child forks too.
-	cmd.SysProcAttr.Setpgid = true
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	errc := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd: cmd, errc: errc}
-	return <-errc
-}
 
 // process is one child (etcd or kube-apiserver) with its log file.
 type process struct {
@@ -69,7 +34,7 @@ func startProcess(name, logPath, bin string, args ...string) (*process, error) {
 	// Children do not inherit the test's environment wholesale: proxies or
 	// KUBECONFIG from the host must not leak into the control plane.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	if err := startChild(cmd); err != nil {
+	if err := proc.Start(cmd); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

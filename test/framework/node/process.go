@@ -6,46 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 )
-
-// Pdeathsig fires when the OS thread that forked the child exits, not when
-// the process does. Children are forked from one goroutine that locks its
-// thread and never returns, so containerd and the kubelet die with the
-// program that started them (panic, test -timeout, kill) and not earlier.
-var (
-	spawnOnce sync.Once
-	spawnReqs chan spawnReq
-)
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
-func startChild(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnReqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread()
-			for r := range spawnReqs {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	errc := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd: cmd, errc: errc}
-	return <-errc
-}
 
 type process struct {
 	name    string
@@ -67,7 +33,7 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	// The log's directory (the work dir): the kubelet looks for a docker
 	// config.json in its working directory.
 	cmd.Dir = filepath.Dir(logPath)
-	if err := startChild(cmd); err != nil {
+	if err := proc.Start(cmd); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

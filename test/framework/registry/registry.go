@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 )
 
 // Options configure Start. Zero values are fine.
@@ -212,15 +213,11 @@ func (r *Registry) run(ctx context.Context, logf func(string, ...any)) error {
 	started := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
-		// Pdeathsig fires when the thread that forked the child exits, not
-		// the process: keep this thread locked and alive until the child
-		// has exited, so the registry dies with us and not before.
-		runtime.LockOSThread()
 		cmd := exec.Command("docker-registry", "serve", filepath.Join(r.dir, "config.yml"))
 		cmd.Dir = r.dir
 		cmd.Stdout, cmd.Stderr = w, w
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		err := cmd.Start()
+		// Dies with us and not before, in a process group of its own.
+		err := proc.Start(cmd)
 		w.Close()
 		if err != nil {
 			started <- err
