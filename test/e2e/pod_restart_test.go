@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -22,6 +24,7 @@ func TestBuildahPodLifecycle(t *testing.T) {
 	t.Run("RestartKeepsThePod", func(t *testing.T) { testPodRestartKeepsThePod(t, p) })
 	t.Run("ActiveDeadline", func(t *testing.T) { testPodActiveDeadline(t, p) })
 	t.Run("HostPathCache", func(t *testing.T) { testPodHostPathCache(t, p) })
+	t.Run("OutOfMemory", func(t *testing.T) { testPodOutOfMemory(t, p) })
 }
 
 // A controller that restarts while the pod builds picks the same pod up
@@ -126,5 +129,21 @@ func testPodHostPathCache(t *testing.T, p *PodEnv) {
 	n := len(base.Layers)
 	if len(a.Layers) != n+2 || len(b.Layers) != n+2 || a.Layers[n] != b.Layers[n] {
 		t.Errorf("apt layer not reused: first %v, second %v (base has %d)", a.Layers, b.Layers, n)
+	}
+}
+
+// A memory limit the build cannot live with: the job fails with OOMKilled,
+// whichever process of the pod the kernel killed.
+func testPodOutOfMemory(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	c, _ := p.StartPodController(t, ns, ControllerConfig{}, func(o *buildahpod.Options) {
+		o.Pod.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("24Mi")}
+	})
+	createSpec(t, c, ns, "small", baseSpec(env))
+	job := WaitJob(t, c, ns, "small", "", buildTimeout)
+	requirePodPhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonOOMKilled)
+	if !strings.Contains(job.Status.Message, "24Mi") {
+		t.Errorf("message %q does not name the limit", job.Status.Message)
 	}
 }
