@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/backendtest"
 )
 
@@ -127,5 +129,29 @@ func TestMetricsAfterBuilds(t *testing.T) {
 	}
 	if strings.Contains(text, testPassword) {
 		t.Fatal("/metrics shows the registry password")
+	}
+}
+
+// TestMetricsIdleServesProbes: with the feature off the controller builds
+// nothing but its probes and metrics answer, so its Deployment stays
+// healthy; they stop with it.
+func TestMetricsIdleServesProbes(t *testing.T) {
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- app.Idle(ctx, addr, addr) }()
+	base := "http://" + addr
+	waitReady(t, base)
+	if code, body := httpGet(base + "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	scrape(t, base+"/metrics")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Idle returned %v", err)
+	}
+	if code, _ := httpGet(base + "/healthz"); code != 0 {
+		t.Fatalf("/healthz still answers %d after stop", code)
 	}
 }
