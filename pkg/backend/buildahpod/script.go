@@ -61,11 +61,14 @@ if [ -n "$pull_auth" ]; then
 else
   stage pull 11 buildah pull --quiet "$IMAGESPEC_BASE_IMAGE"
 fi
-stage pull 11 buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGESPEC_BASE_IMAGE"
-base_digest=$(tail -n 1 "$work/pull.log")
-stage pull 11 buildah inspect --type image --format 'user={{.OCIv1.Config.User}}' "$IMAGESPEC_BASE_IMAGE"
-base_user=$(tail -n 1 "$work/pull.log")
-base_user=${base_user#user=}
+# Prefixed lines, so a warning buildah prints around them is never taken
+# for a value.
+stage pull 11 buildah inspect --type image --format 'imagespec-digest={{.FromImageDigest}}' "$IMAGESPEC_BASE_IMAGE"
+base_digest=$(grep '^imagespec-digest=' "$work/pull.log" | tail -n 1)
+base_digest=${base_digest#imagespec-digest=}
+stage pull 11 buildah inspect --type image --format 'imagespec-user={{.OCIv1.Config.User}}' "$IMAGESPEC_BASE_IMAGE"
+base_user=$(grep '^imagespec-user=' "$work/pull.log" | tail -n 1)
+base_user=${base_user#imagespec-user=}
 echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
 
 # The user variant restores the base image's user from a build argument, so
