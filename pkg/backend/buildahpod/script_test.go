@@ -1,0 +1,201 @@
+package buildahpod
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// stubBuildah records each call's argv (NUL-separated, one file per call)
+// and answers like buildah: inspect prints the prefixed values, push writes
+// the digest file. STUB_FAIL=<subcommand> makes that subcommand fail the
+// way buildah does.
+const stubBuildah = `#!/bin/sh
+n=$(ls "$STUB_LOG" | wc -l)
+for a in "$@"; do printf '%s\000' "$a"; done >"$STUB_LOG/$n"
+case $1 in
+inspect)
+  case $5 in
+  *Digest*) echo 'WARN[0000] a warning on stderr' >&2; echo 'imagespec-digest=sha256:base' ;;
+  *User*) echo "imagespec-user=$STUB_USER" ;;
+  esac ;;
+push)
+  if [ "$STUB_FAIL" = push ]; then echo 'Error: pushing: unauthorized: authentication required' >&2; exit 125; fi
+  prev=''
+  for a in "$@"; do if [ "$prev" = --digestfile ]; then printf 'sha256:pushed' >"$a"; fi; prev=$a; done ;;
+bud)
+  if [ "$STUB_FAIL" = bud ]; then echo 'STEP 2/3: RUN apt-get'; echo 'error building at STEP "RUN": exit status 100' >&2; exit 1; fi ;;
+esac
+exit 0
+`
+
+type scriptRun struct {
+	calls [][]string
+	msg   string
+	out   string
+	code  int
+}
+
+// runScript runs the build script on this machine with the stub buildah and
+// the given environment (values that would break a script pasting them).
+func runScript(t *testing.T, env map[string]string) scriptRun {
+	t.Helper()
+	dir := t.TempDir()
+	bin, log, df := filepath.Join(dir, "bin"), filepath.Join(dir, "log"), filepath.Join(dir, "df")
+	for _, d := range []string{bin, log, df} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "buildah"), []byte(stubBuildah), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{keyDockerfile, keyDockerfileUser} {
+		if err := os.WriteFile(filepath.Join(df, f), []byte("FROM x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := filepath.Join(dir, "termination-log")
+	cmd := exec.Command("/bin/sh", "-c", buildScript)
+	cmd.Dir = dir
+	cmd.Env = []string{
+		"PATH=" + bin + ":/usr/bin:/bin",
+		"STUB_LOG=" + log,
+		"IMAGESPEC_TERMINATION_LOG=" + msg,
+		"IMAGESPEC_DOCKERFILE_DIR=" + df,
+		"TMPDIR=" + dir,
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	run := scriptRun{out: string(out)}
+	if ee, ok := err.(*exec.ExitError); ok {
+		run.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(msg)
+	run.msg = string(b)
+	entries, err := os.ReadDir(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(entries, func(a, b os.DirEntry) int { return len(a.Name()) - len(b.Name()) })
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(log, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		run.calls = append(run.calls, strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00"))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+		t.Errorf("a value ran as shell code:\n%s", out)
+	}
+	return run
+}
+
+func findCall(calls [][]string, sub string) []string {
+	for _, c := range calls {
+		if c[0] == sub {
+			return c
+		}
+	}
+	return nil
+}
+
+// Every value reaches buildah as one argument, byte for byte, and none is
+// ever run as shell code, whatever it holds.
+func TestScriptTakesValuesAsData(t *testing.T) {
+	nasty := `reg.local/a:b $(touch pwned) ` + "`touch pwned`" + ` ; touch pwned "' *`
+	user := `app $(touch pwned) ;touch pwned`
+	run := runScript(t, map[string]string{
+		"IMAGESPEC_BASE_IMAGE":    nasty + "-base",
+		"IMAGESPEC_TARGET_IMAGE":  nasty + "-target",
+		"IMAGESPEC_PUSH_AUTHFILE": "/nonexistent/push.json",
+		"STUB_USER":               user,
+	})
+	if run.code != 0 {
+		t.Fatalf("exit %d:\n%s", run.code, run.out)
+	}
+	pull := findCall(run.calls, "pull")
+	if pull == nil || pull[len(pull)-1] != nasty+"-base" || slices.Contains(pull, "--authfile") {
+		t.Errorf("pull argv %q (a missing authfile is not passed)", pull)
+	}
+	bud := findCall(run.calls, "bud")
+	if bud == nil || !slices.Contains(bud, "IMAGESPEC_BASE_USER="+user) || !slices.Contains(bud, nasty+"-target") ||
+		!slices.Contains(bud, "--pull=never") || !strings.HasSuffix(bud[slices.Index(bud, "-f")+1], "/"+keyDockerfileUser) {
+		t.Errorf("bud argv %q", bud)
+	}
+	push := findCall(run.calls, "push")
+	if push == nil || push[len(push)-1] != "docker://"+nasty+"-target" || push[len(push)-2] != nasty+"-target" {
+		t.Errorf("push argv %q", push)
+	}
+	if run.msg != "digest=sha256:pushed\nbaseDigest=sha256:base\n" {
+		t.Errorf("termination message %q", run.msg)
+	}
+}
+
+// A base without a user builds the root Dockerfile; authfiles that exist
+// are passed with --authfile, the pull Secret's before the push Secret's.
+func TestScriptAuthfilesAndRootBase(t *testing.T) {
+	dir := t.TempDir()
+	push, pull := filepath.Join(dir, "push.json"), filepath.Join(dir, "pull.json")
+	for _, f := range []string{push, pull} {
+		if err := os.WriteFile(f, []byte(`{"auths":{}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := runScript(t, map[string]string{
+		"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1",
+		"IMAGESPEC_PUSH_AUTHFILE": push, "IMAGESPEC_PULL_AUTHFILE": pull,
+	})
+	if run.code != 0 {
+		t.Fatalf("exit %d:\n%s", run.code, run.out)
+	}
+	argAfter := func(call []string, flag string) string {
+		if i := slices.Index(call, flag); i >= 0 && i+1 < len(call) {
+			return call[i+1]
+		}
+		return ""
+	}
+	if got := argAfter(findCall(run.calls, "pull"), "--authfile"); got != pull {
+		t.Errorf("pull authfile %q, want %q", got, pull)
+	}
+	if got := argAfter(findCall(run.calls, "push"), "--authfile"); got != push {
+		t.Errorf("push authfile %q, want %q", got, push)
+	}
+	if got := argAfter(findCall(run.calls, "bud"), "-f"); !strings.HasSuffix(got, "/"+keyDockerfile) {
+		t.Errorf("bud Dockerfile %q, want the root variant", got)
+	}
+}
+
+// A failing stage exits with its code and writes stage, buildah's exit
+// code and its last error line, which classify turns into the reason.
+func TestScriptReportsTheFailedStage(t *testing.T) {
+	for _, c := range []struct {
+		fail, stage, errLine string
+		code                 int
+	}{
+		{"push", "push", "Error: pushing: unauthorized: authentication required", exitPush},
+		{"bud", "build", `error building at STEP "RUN": exit status 100`, exitBuild},
+	} {
+		run := runScript(t, map[string]string{
+			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1", "STUB_FAIL": c.fail,
+		})
+		want := "stage=" + c.stage + "\n"
+		if run.code != c.code || !strings.HasPrefix(run.msg, want) || !strings.Contains(run.msg, "error="+c.errLine+"\n") {
+			t.Errorf("%s: exit %d, message %q; want exit %d, %q and the error line", c.fail, run.code, run.msg, c.code, want)
+		}
+		if c.fail == "bud" && findCall(run.calls, "push") != nil {
+			t.Error("pushed after a failed build")
+		}
+	}
+	run := runScript(t, map[string]string{"IMAGESPEC_TARGET_IMAGE": "reg.local/t:1"})
+	if run.code != exitSetup || !strings.Contains(run.msg, "IMAGESPEC_BASE_IMAGE is not set") || len(run.calls) != 0 {
+		t.Errorf("without a base image: exit %d, message %q, %d buildah calls", run.code, run.msg, len(run.calls))
+	}
+}
