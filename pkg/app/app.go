@@ -99,6 +99,7 @@ func Run(ctx context.Context, clients *Clients, be backend.Backend, opts Options
 	// Before controller.New: its workqueues pick the metrics provider up
 	// when they are made.
 	metrics.Register()
+	controller.RegisterScheme()
 	p := &probes{watchdog: leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)}
 	stopServing, err := serveProbes(ctx, opts.MetricsAddr, opts.HealthAddr, p)
 	if err != nil {

@@ -117,7 +117,7 @@ func New(ctx context.Context,
 	if opts.PushSecretName == "" {
 		opts.PushSecretName = DefaultPushSecretName
 	}
-	utilruntime.Must(primehubscheme.AddToScheme(scheme.Scheme))
+	RegisterScheme()
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(0)
@@ -181,6 +181,16 @@ func New(ctx context.Context,
 		return nil, err
 	}
 	return c, nil
+}
+
+var schemeOnce sync.Once
+
+// RegisterScheme adds the ImageSpec types to client-go's global scheme, which
+// the event recorder needs, once per process. Changing the scheme races with
+// every request in flight (it is read to encode parameters), so callers that
+// send requests before New (leader election) call it first.
+func RegisterScheme() {
+	schemeOnce.Do(func() { utilruntime.Must(primehubscheme.AddToScheme(scheme.Scheme)) })
 }
 
 func sameVersion(oldObj, newObj interface{}) bool {
