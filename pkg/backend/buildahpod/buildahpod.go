@@ -174,13 +174,14 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	}
 	if pod != nil {
 		st := classify(pod)
-		if st.Phase.IsFinal() {
+		if st.Phase == v1alpha1.JobSucceeded {
+			st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
+		}
+		// Only a container that ran has a log; the pod stays until its job
+		// leaves the history.
+		if ctr := builderStatus(pod); st.Phase.IsFinal() && ctr != nil && ctr.State.Terminated != nil {
 			st.LogTail = b.logTail(ctx, pod)
-			if st.Phase == v1alpha1.JobSucceeded {
-				st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
-			}
 			if pod.DeletionTimestamp == nil {
-				// The pod stays until its job leaves the history.
 				st.Message += fmt.Sprintf("; log: kubectl logs -n %s %s", pod.Namespace, pod.Name)
 			}
 		}
