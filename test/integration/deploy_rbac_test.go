@@ -147,10 +147,12 @@ func TestDeployManifests(t *testing.T) {
 // with the GCR example and reads it back as the controller does: the
 // single-quoted JSON key must come out as the key, without quotes.
 func TestDeploySecretFromPrimeHubEnv(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "deploy")
-	if out, err := exec.Command("cp", "-r", deployDir(t), dir).CombinedOutput(); err != nil {
+	// The copy keeps artifacts/ intact: the kustomization reaches ../crds.
+	artifacts := filepath.Join(t.TempDir(), "artifacts")
+	if out, err := exec.Command("cp", "-r", filepath.Dir(deployDir(t)), artifacts).CombinedOutput(); err != nil {
 		t.Fatalf("copy: %v: %s", err, out)
 	}
+	dir := filepath.Join(artifacts, "deploy")
 	if err := os.WriteFile(filepath.Join(dir, "with-env", ".env"), []byte(gcrEnv), 0o600); err != nil {
 		t.Fatal(err)
 	}
