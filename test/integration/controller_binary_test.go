@@ -41,7 +41,10 @@ func (b *syncBuffer) String() string {
 func runBinary(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
 	t.Helper()
 	bin := buildController(t)
-	cmd := exec.Command(bin, append([]string{"--kubeconfig", SharedControlPlane(t).KubeconfigPath}, args...)...)
+	// No metrics or probe listener: the default ports may be taken by
+	// another test binary running at the same time.
+	cmd := exec.Command(bin, append([]string{"--kubeconfig", SharedControlPlane(t).KubeconfigPath,
+		"--metrics-bind-address=", "--health-probe-bind-address="}, args...)...)
 	out := newSyncBuffer()
 	cmd.Stdout, cmd.Stderr = out, out
 	// Only PATH from the test's environment: no PRIMEHUB_* leaks in.

@@ -130,7 +130,8 @@ func controllerRSS(b *testing.B, bin, ns string, n int) int64 {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--kubeconfig", cp.KubeconfigPath, "--namespace", ns, "--env-file", env,
-		"--backend", "inprocess", "--inprocess-storage-dir", filepath.Join(dir, "storage"), "-v", "0")
+		"--backend", "inprocess", "--inprocess-storage-dir", filepath.Join(dir, "storage"), "-v", "0",
+		"--metrics-bind-address=", "--health-probe-bind-address=")
 	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {
 		b.Fatal(err)
