@@ -102,7 +102,12 @@ func LoadRegistryCAs(dir string) (map[string][]byte, error) {
 	}
 	out := map[string][]byte{}
 	for _, e := range entries {
-		if !e.IsDir() {
+		// A ConfigMap or Secret volume lays its keys out as symlinks into a
+		// "..data" directory: follow the links, skip the "..*" internals.
+		if strings.HasPrefix(e.Name(), "..") {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, e.Name())); err != nil || !fi.IsDir() {
 			continue
 		}
 		files, err := filepath.Glob(filepath.Join(dir, e.Name(), "*.crt"))
