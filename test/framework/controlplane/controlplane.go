@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,8 +171,8 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 	go func() {
 		select {
-		case <-cp.etcd.done:
-		case <-cp.apiserver.done:
+		case <-cp.etcd.Done():
+		case <-cp.apiserver.Done():
 		}
 		close(cp.done)
 	}()
@@ -186,8 +187,8 @@ func (cp *ControlPlane) Done() <-chan struct{} { return cp.done }
 // the process that exited, or is nil while both run.
 func (cp *ControlPlane) Err() error {
 	for _, p := range []*process{cp.apiserver, cp.etcd} {
-		if p != nil && p.exited() {
-			return p.exitError()
+		if p != nil && p.Exited() {
+			return p.ExitError()
 		}
 	}
 	return nil
@@ -202,7 +203,7 @@ func (cp *ControlPlane) Stop() error {
 		// The apiserver first: without etcd it would only log connection errors.
 		for _, p := range []*process{cp.apiserver, cp.etcd} {
 			if p != nil {
-				if err := p.stop(5 * time.Second); err != nil {
+				if err := p.Stop(5 * time.Second); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -225,7 +226,7 @@ func (cp *ControlPlane) PIDs() []int {
 	var pids []int
 	for _, p := range []*process{cp.etcd, cp.apiserver} {
 		if p != nil {
-			pids = append(pids, p.pid())
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids
@@ -330,7 +331,7 @@ func freePort() (int, error) {
 const bindAttempts = 5
 
 func isBindFailure(p *process) bool {
-	return logContains(p.logPath, "address already in use")
+	return logContains(p.LogPath, "address already in use")
 }
 
 func (cp *ControlPlane) startEtcd(ctx context.Context) error {
@@ -369,7 +370,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			cp.EtcdURL = clientURL
 			return nil
 		}
-		if p.exited() && isBindFailure(p) && attempt < bindAttempts {
+		if p.Exited() && isBindFailure(p) && attempt < bindAttempts {
 			cp.logf("etcd could not bind (attempt %d), retrying on other ports", attempt)
 			continue
 		}
@@ -435,7 +436,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 		cp.apiserver = p
 		err = waitHTTP(ctx, p, httpClient, url+"/readyz", 120*time.Second)
 		if err != nil {
-			if p.exited() && isBindFailure(p) && attempt < bindAttempts {
+			if p.Exited() && isBindFailure(p) && attempt < bindAttempts {
 				cp.logf("kube-apiserver could not bind (attempt %d), retrying on another port", attempt)
 				continue
 			}
@@ -486,11 +487,11 @@ func waitHTTP(ctx context.Context, p *process, client *http.Client, url string, 
 			last = err.Error()
 		}
 		select {
-		case <-p.done:
-			return p.exitError()
+		case <-p.Done():
+			return p.ExitError()
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready at %s (last: %s): %w\n--- last lines of %s ---\n%s",
-				p.name, url, last, ctx.Err(), p.logPath, p.tail(40))
+				p.Name, url, last, ctx.Err(), p.LogPath, proc.LogTail(p.LogPath, 40))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

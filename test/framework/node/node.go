@@ -41,6 +41,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/proc"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
 
@@ -330,11 +331,11 @@ func (n *Node) startContainerd(ctx context.Context, reg *registry.Registry) erro
 			c.Close()
 			break
 		}
-		if p.exited() {
-			return p.exitError()
+		if p.Exited() {
+			return p.ExitError()
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("containerd socket %s not up: %v\n%s", n.ContainerdSocket, ctx.Err(), logTail(p.logPath, 30))
+			return fmt.Errorf("containerd socket %s not up: %v\n%s", n.ContainerdSocket, ctx.Err(), proc.LogTail(p.LogPath, 30))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -429,12 +430,12 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 			last = err.Error()
 		}
 		select {
-		case <-p.done:
-			return p.exitError()
-		case <-n.containerd.done:
-			return n.containerd.exitError()
+		case <-p.Done():
+			return p.ExitError()
+		case <-n.containerd.Done():
+			return n.containerd.ExitError()
 		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready (%s): %w\n--- kubelet log ---\n%s", Name, last, ctx.Err(), logTail(p.logPath, 40))
+			return fmt.Errorf("node %s not Ready (%s): %w\n--- kubelet log ---\n%s", Name, last, ctx.Err(), proc.LogTail(p.LogPath, 40))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -491,8 +492,8 @@ func (n *Node) Done() <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		select {
-		case <-n.kubelet.done:
-		case <-n.containerd.done:
+		case <-n.kubelet.Done():
+		case <-n.containerd.Done():
 		}
 		close(done)
 	}()
@@ -504,7 +505,7 @@ func (n *Node) PIDs() []int {
 	var pids []int
 	for _, p := range []*process{n.containerd, n.kubelet, n.scheduler} {
 		if p != nil {
-			pids = append(pids, p.pid())
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids
@@ -520,7 +521,7 @@ func (n *Node) Stop() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
 		if n.scheduler != nil {
-			if err := n.scheduler.stop(5 * time.Second); err != nil {
+			if err := n.scheduler.Stop(5 * time.Second); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -528,7 +529,7 @@ func (n *Node) Stop() error {
 			if err := n.drain(ctx); err != nil {
 				n.logf("drain: %v", err)
 			}
-			if err := n.kubelet.stop(5 * time.Second); err != nil {
+			if err := n.kubelet.Stop(5 * time.Second); err != nil {
 				errs = append(errs, err)
 			}
 			if err := n.client.CoreV1().Nodes().Delete(ctx, Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -538,7 +539,7 @@ func (n *Node) Stop() error {
 		if n.containerd != nil {
 			// Containers before containerd, so their shims can exit cleanly.
 			killCgroupTree(n.CgroupRoot)
-			if err := n.containerd.stop(5 * time.Second); err != nil {
+			if err := n.containerd.Stop(5 * time.Second); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -581,7 +582,7 @@ func (n *Node) drain(ctx context.Context) error {
 		if len(pods.Items) == 0 && len(podDirs) == 0 {
 			return nil
 		}
-		if time.Now().After(wait) || n.kubelet.exited() {
+		if time.Now().After(wait) || n.kubelet.Exited() {
 			zero := int64(0)
 			for _, p := range pods.Items {
 				_ = n.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})

@@ -3,10 +3,15 @@
 package proc
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Pdeathsig fires when the OS thread that forked the child exits, not when
@@ -46,4 +51,96 @@ func Start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	spawnReqs <- spawnReq{cmd: cmd, errc: errc}
 	return <-errc
+}
+
+// Process is a started child whose output goes to a log file.
+type Process struct {
+	Name    string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+// StartLogged starts cmd (its Env and Dir set by the caller) with Start,
+// appending its output to logPath.
+func StartLogged(name, logPath string, cmd *exec.Cmd) (*Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := Start(cmd); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the child's process id, also its process group id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Done is closed when the child has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the child has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM to the process group and SIGKILL after grace; then
+// it kills whatever the child forked into its group.
+func (p *Process) Stop(grace time.Duration) error {
+	pgid := p.PID()
+	if !p.Exited() {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.Name, pgid)
+			}
+		}
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s process group %d: %w", p.Name, pgid, err)
+	}
+	return nil
+}
+
+// ExitError describes an unexpected exit, with the end of the log.
+func (p *Process) ExitError() error {
+	return fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.Name, p.waitErr, p.LogPath, LogTail(p.LogPath, 40))
+}
+
+// LogTail returns the last lines of a log file (at most its last 16 KiB).
+func LogTail(path string, lines int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read log: %v)", err)
+	}
+	const maxBytes = 16 << 10
+	if len(data) > maxBytes {
+		data = data[len(data)-maxBytes:]
+	}
+	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
 }
