@@ -138,12 +138,12 @@ func testPodOutOfMemory(t *testing.T, p *PodEnv) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
 	c, _ := p.StartPodController(t, ns, ControllerConfig{}, func(o *buildahpod.Options) {
-		o.Pod.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("24Mi")}
+		o.Pod.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("12Mi")}
 	})
 	createSpec(t, c, ns, "small", baseSpec(env))
 	job := WaitJob(t, c, ns, "small", "", buildTimeout)
 	requirePodPhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonOOMKilled)
-	if !strings.Contains(job.Status.Message, "24Mi") {
+	if !strings.Contains(job.Status.Message, "12Mi") {
 		t.Errorf("message %q does not name the limit", job.Status.Message)
 	}
 }
