@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
@@ -111,8 +112,16 @@ func TestInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := p.Kube.CoreV1().Pods(systemNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	// Pod Security admission reads namespaces from the API server's cache,
+	// so the new level takes a moment to apply: retry while it still
+	// refuses.
+	var createErr error
+	_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 15*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, createErr = p.Kube.CoreV1().Pods(systemNamespace).Create(ctx, pod, metav1.CreateOptions{})
+		return createErr == nil || !apierrors.IsForbidden(createErr), nil
+	})
+	if createErr != nil {
+		t.Fatal(createErr)
 	}
 	// Cleanups run last first: the log dump, then the pod's deletion, then
 	// the node's Stop registered by StartPodEnv.
