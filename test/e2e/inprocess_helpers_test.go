@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
@@ -116,13 +117,20 @@ func updateSpec(tb testing.TB, c *Controller, namespace, name string, edit func(
 // Secret.
 func createDockerSecret(tb testing.TB, c *Controller, namespace, name, authFile string) {
 	tb.Helper()
+	storeDockerSecret(tb, c.Clients.Kube, namespace, name, authFile)
+}
+
+// storeDockerSecret stores an authfile as a kubernetes.io/dockerconfigjson
+// Secret through kube.
+func storeDockerSecret(tb testing.TB, kube kubernetes.Interface, namespace, name, authFile string) {
+	tb.Helper()
 	data, err := os.ReadFile(authFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = c.Clients.Kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
+	_, err = kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
@@ -132,14 +140,22 @@ func createDockerSecret(tb testing.TB, c *Controller, namespace, name, authFile 
 	}
 }
 
-// requirePhase fails unless the job ended in phase with reason.
+// requirePhase fails unless the job ended in phase with reason and was
+// built by the inprocess backend.
 func requirePhase(tb testing.TB, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason string) {
+	tb.Helper()
+	requireBuiltBy(tb, job, inprocess.Name, phase, reason)
+}
+
+// requireBuiltBy fails unless the job ended in phase with reason and
+// status.backend names backendName.
+func requireBuiltBy(tb testing.TB, job *v1alpha1.ImageSpecJob, backendName string, phase v1alpha1.ImageSpecJobPhase, reason string) {
 	tb.Helper()
 	if job.Status.Phase != phase || job.Status.Reason != reason {
 		tb.Fatalf("job %s: %s/%s, want %s/%s: %s\nlog tail:\n%s", job.Name, job.Status.Phase, job.Status.Reason,
 			phase, reason, job.Status.Message, job.Status.LogTail)
 	}
-	if job.Status.Backend != inprocess.Name {
-		tb.Errorf("status.backend = %q, want %q", job.Status.Backend, inprocess.Name)
+	if job.Status.Backend != backendName {
+		tb.Errorf("status.backend = %q, want %q", job.Status.Backend, backendName)
 	}
 }

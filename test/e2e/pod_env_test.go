@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -120,31 +119,12 @@ func (p *PodEnv) StartPodController(tb testing.TB, namespace string, cfg Control
 
 func (p *PodEnv) createDockerSecret(tb testing.TB, namespace, name, authFile string) {
 	tb.Helper()
-	data, err := os.ReadFile(authFile)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = p.Kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	storeDockerSecret(tb, p.Kube, namespace, name, authFile)
 }
 
 // requirePodPhase fails unless the job ended in phase with reason and was
 // built by the buildahpod backend.
 func requirePodPhase(tb testing.TB, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason string) {
 	tb.Helper()
-	if job.Status.Phase != phase || job.Status.Reason != reason {
-		tb.Fatalf("job %s: %s/%s, want %s/%s: %s\nlog tail:\n%s", job.Name, job.Status.Phase, job.Status.Reason,
-			phase, reason, job.Status.Message, job.Status.LogTail)
-	}
-	if job.Status.Backend != buildahpod.Name {
-		tb.Errorf("status.backend = %q, want %q", job.Status.Backend, buildahpod.Name)
-	}
+	requireBuiltBy(tb, job, buildahpod.Name, phase, reason)
 }
