@@ -14,7 +14,13 @@ cd "${ROOT}"
 export GOBIN="${ROOT}/bin/tools"
 mkdir -p "${GOBIN}"
 
-CODEGEN_PKG=$(cd "${ROOT}/hack/tools" && go list -m -f '{{.Dir}}' k8s.io/code-generator)
+# `go list -m` prints no directory for a module the module cache lacks (a
+# fresh machine), so download the pinned one first.
+CODEGEN_PKG=$(cd "${ROOT}/hack/tools" && go mod download k8s.io/code-generator && go list -m -f '{{.Dir}}' k8s.io/code-generator)
+if [ ! -f "${CODEGEN_PKG}/kube_codegen.sh" ]; then
+    echo "cannot find kube_codegen.sh of k8s.io/code-generator (got '${CODEGEN_PKG}')" >&2
+    exit 1
+fi
 # shellcheck source=/dev/null
 source "${CODEGEN_PKG}/kube_codegen.sh"
 
