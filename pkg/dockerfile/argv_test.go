@@ -87,7 +87,16 @@ func parseRuns(t testing.TB, dockerfile []byte) []recordedRun {
 // mktemp). Each stub appends its argv, NUL-separated, to its own file.
 type stubEnv struct {
 	bin, log string
+	// standin, when set, is a second environment whose conda is the
+	// stand-in of the test images (hack/images/conda/conda), so every
+	// validated rendering is also parsed by a conda command line.
+	standin *stubEnv
+	// calls is the stand-in's record of what it parsed.
+	calls string
 }
+
+// standinPath is the conda stand-in the test images ship.
+const standinPath = "../../hack/images/conda/conda"
 
 const stubScript = `#!/bin/sh
 for a in "${0##*/}" "$@"; do printf '%s\000' "$a"; done >"$ARGV_DIR/${0##*/}.$$"
@@ -129,6 +138,121 @@ func newStubEnv(t testing.TB) *stubEnv {
 		}
 	}
 	return s
+}
+
+// newStandinEnv is a stub environment whose conda is the images' stand-in,
+// with its root prefix (the directory above bin/) made a conda environment.
+// Its pip stays a stub: a channel URL makes the stand-in call it.
+func newStandinEnv(t testing.TB) *stubEnv {
+	t.Helper()
+	s := newStubEnv(t)
+	script, err := os.ReadFile(standinPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.bin, "conda"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	meta := filepath.Join(filepath.Dir(s.bin), "conda-meta")
+	if err := os.Mkdir(meta, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.calls = filepath.Join(meta, "standin-calls")
+	return s
+}
+
+// newStubEnvs is a stub environment with a stand-in environment beside it.
+func newStubEnvs(t testing.TB) *stubEnv {
+	s := newStubEnv(t)
+	s.standin = newStandinEnv(t)
+	return s
+}
+
+// standinCall is one call the conda stand-in parsed.
+type standinCall struct {
+	cmd, prefix string
+	options     []string
+	channels    []string
+	specs       []string
+}
+
+// standinCalls executes the RUNs in the stand-in environment and returns
+// what the stand-in made of each conda call.
+func (s *stubEnv) standinCalls(t testing.TB, runs []recordedRun) []standinCall {
+	t.Helper()
+	if err := os.WriteFile(s.calls, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.execute(t, runs)
+	data, err := os.ReadFile(s.calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []standinCall
+	var cur *standinCall
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, 0)
+		if i < 0 {
+			t.Fatalf("stand-in record not NUL-terminated: %q", data)
+		}
+		field := string(data[:i])
+		data = data[i+1:]
+		if field == "" {
+			if cur == nil {
+				t.Fatal("empty stand-in record")
+			}
+			calls = append(calls, *cur)
+			cur = nil
+			continue
+		}
+		if cur == nil {
+			cur = &standinCall{}
+		}
+		key, val, _ := strings.Cut(field, "=")
+		switch key {
+		case "cmd":
+			cur.cmd = val
+		case "prefix":
+			cur.prefix = val
+		case "option":
+			cur.options = append(cur.options, val)
+		case "channel":
+			cur.channels = append(cur.channels, val)
+		case "spec":
+			cur.specs = append(cur.specs, val)
+		default:
+			t.Fatalf("unknown stand-in field %q", field)
+		}
+	}
+	if cur != nil {
+		t.Fatalf("unterminated stand-in record %+v", *cur)
+	}
+	return calls
+}
+
+// checkStandin runs the rendering against the conda stand-in: conda's own
+// command-line grammar must read the channels and every entry back, one
+// spec per entry byte for byte, and the clean call must parse too.
+func checkStandin(t testing.TB, s *stubEnv, runs []recordedRun, n Inputs) {
+	t.Helper()
+	calls := s.standinCalls(t, runs)
+	if len(n.Packages.Conda) == 0 {
+		if len(calls) != 0 {
+			t.Errorf("conda ran without conda packages: %+v", calls)
+		}
+		return
+	}
+	if len(calls) != 2 {
+		t.Fatalf("the stand-in parsed %d calls, want install and clean: %+v", len(calls), calls)
+	}
+	install, clean := calls[0], calls[1]
+	if install.cmd != "install" || !sameArgs(install.options, []string{"--yes"}) ||
+		!sameArgs(install.channels, n.Sources.CondaChannels) || !sameArgs(install.specs, n.Packages.Conda) {
+		t.Errorf("the stand-in read the install as %+v\nwant channels %q and specs %q", install, n.Sources.CondaChannels, n.Packages.Conda)
+	}
+	if clean.cmd != "clean" || !sameArgs(clean.options, []string{"--all", "--yes"}) || len(clean.specs) != 0 {
+		t.Errorf("the stand-in read the clean as %+v", clean)
+	}
 }
 
 // invocation is one recorded stub call: the command name, then its arguments.
@@ -204,8 +328,12 @@ func checkDelivery(t testing.TB, s *stubEnv, in Inputs, validated bool) {
 	} else {
 		out = render(Normalize(in))
 	}
-	calls := s.execute(t, parseRuns(t, out))
+	runs := parseRuns(t, out)
+	calls := s.execute(t, runs)
 	n := Normalize(in)
+	if validated && s.standin != nil {
+		checkStandin(t, s.standin, runs, n)
+	}
 
 	var aptCalls []invocation
 	for _, c := range calls {
@@ -276,7 +404,7 @@ var argvSeeds = []string{
 }
 
 func TestArgvSeedsUnvalidated(t *testing.T) {
-	s := newStubEnv(t)
+	s := newStubEnvs(t)
 	for _, seed := range argvSeeds {
 		if strings.IndexByte(seed, 0) >= 0 {
 			continue // argv cannot carry NUL
@@ -292,7 +420,7 @@ func TestArgvSeedsUnvalidated(t *testing.T) {
 }
 
 func TestArgvWithMirrorAndSources(t *testing.T) {
-	s := newStubEnv(t)
+	s := newStubEnvs(t)
 	in := goldenCases[len(goldenCases)-1].in
 	checkDelivery(t, s, in, true)
 	calls := s.execute(t, parseRuns(t, mustRender(t, in)))
@@ -327,7 +455,7 @@ func FuzzRenderArgv(f *testing.F) {
 			f.Add(m, seed)
 		}
 	}
-	s := newStubEnv(f)
+	s := newStubEnvs(f)
 	f.Fuzz(func(t *testing.T, manager byte, entry string) {
 		var p Packages
 		switch manager % 3 {
@@ -353,4 +481,12 @@ func FuzzRenderArgv(f *testing.F) {
 		in.Packages.Conda = append(in.Packages.Conda, entry)
 		checkDelivery(t, s, in, false)
 	})
+}
+
+// Every golden rendering reaches the stubs and the conda stand-in intact.
+func TestArgvGolden(t *testing.T) {
+	s := newStubEnvs(t)
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) { checkDelivery(t, s, tc.in, true) })
+	}
 }

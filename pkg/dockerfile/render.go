@@ -122,16 +122,17 @@ apt-get -o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=$t
 apt-get clean
 rm -rf /var/lib/apt/lists/* "$tmp"
 `
-	condaScript = `set -eu
-if ! command -v conda >/dev/null 2>&1; then
+	condaScript = "set -eu\n" + giveBackFunc + `if ! command -v conda >/dev/null 2>&1; then
   echo 'imagespec: conda packages were requested but the base image has no conda on PATH; use a base image that ships conda (e.g. miniconda)' >&2
   exit 127
 fi
 conda install --yes "$@"
 conda clean --all --yes
+give_back "$(prefix_of conda)"
+give_back "${CONDA_PREFIX:-}"
+give_back "${HOME:-}"
 `
-	pipScript = `set -eu
-if command -v pip >/dev/null 2>&1; then set -- pip install --no-cache-dir "$@"
+	pipScript = "set -eu\n" + giveBackFunc + `if command -v pip >/dev/null 2>&1; then set -- pip install --no-cache-dir "$@"
 elif command -v pip3 >/dev/null 2>&1; then set -- pip3 install --no-cache-dir "$@"
 elif command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then set -- python3 -m pip install --no-cache-dir "$@"
 elif command -v python >/dev/null 2>&1 && python -m pip --version >/dev/null 2>&1; then set -- python -m pip install --no-cache-dir "$@"
@@ -140,8 +141,39 @@ else
   exit 127
 fi
 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$@"
+give_back "$(prefix_of "$1")"
 `
 )
+
+// giveBackFunc defines the shell functions that hand what a root install
+// left in a user's environment back to that user. Packages install as root,
+// but a conda prefix or venv owned by the image's user (docker-stacks'
+// /opt/conda, owned by jovyan:users and group-writable) must stay writable
+// by that user, or its later conda or pip installs fail on our files. In a
+// prefix whose top directory belongs to a non-root user, every file owned
+// by root gets that directory's owner and group, and group read/write (and
+// search on directories) when the directory is group-writable, as
+// docker-stacks' fix-permissions leaves it. A root-owned prefix is left
+// alone. The conda step also gives back the user's home, where conda keeps
+// its environment list, as docker-stacks fixes /home/$NB_USER. prefix_of names the directory above the bin/ (or conda's condabin/)
+// holding a command.
+const giveBackFunc = `prefix_of() {
+  p=$(command -v "$1") || return 0
+  case $p in
+  /*/condabin/*) printf '%s\n' "${p%/condabin/*}" ;;
+  /*/bin/*) printf '%s\n' "${p%/bin/*}" ;;
+  esac
+}
+give_back() {
+  [ -n "$1" ] && [ -d "$1" ] || return 0
+  owner=$(stat -c %u:%g "$1") || return 0
+  case $owner in 0:*) return 0 ;; esac
+  if [ -n "$(find "$1" -maxdepth 0 -perm -020)" ]; then
+    find "$1" -xdev -user 0 ! -type l -exec chmod g+rwX {} +
+  fi
+  find "$1" -xdev -user 0 -exec chown -h "$owner" {} +
+}
+`
 
 // aptRewriteAwk points the archive URIs of one-line (sources.list) and
 // deb822 (*.sources) files at ENVIRON["MIRROR"], keeping each URI's path.
