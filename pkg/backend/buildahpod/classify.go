@@ -112,6 +112,13 @@ func classify(pod *corev1.Pod) backend.Status {
 		st.Phase = v1alpha1.JobRunning
 		st.Reason = v1alpha1.ReasonBuilding
 		st.Message = fmt.Sprintf("Building in pod %s on node %s; log: kubectl logs -n %s %s", pod.Name, pod.Spec.NodeName, pod.Namespace, pod.Name)
+	case ctr != nil && ctr.State.Terminated != nil:
+		// The kubelet reports the container terminated a moment before
+		// the pod's phase: the build ran and is finishing, so the job
+		// stays Running until the pod is final (never back to Pending).
+		st.Phase = v1alpha1.JobRunning
+		st.Reason = v1alpha1.ReasonBuilding
+		st.Message = fmt.Sprintf("Build container in pod %s exited (code %d); waiting for the pod's final phase", pod.Name, ctr.State.Terminated.ExitCode)
 	case pod.Spec.NodeName == "":
 		msg := "Waiting for a node to run build pod " + pod.Name
 		if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Message != "" {
