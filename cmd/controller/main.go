@@ -46,6 +46,7 @@ type flags struct {
 	pushSecretName        string
 	useExistingPushSecret bool
 	buildTimeout          time.Duration
+	cancelTimeout         time.Duration
 	maxConcurrentBuilds   int
 	succeededHistory      int
 	failedHistory         int
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&f.pushSecretName, "push-secret-name", controller.DefaultPushSecretName, "The dockerconfigjson Secret with push credentials that build jobs reference.")
 	flag.BoolVar(&f.useExistingPushSecret, "use-existing-push-secret", false, "--push-secret-name names a Secret you manage in each namespace; the controller does not write it from the PRIMEHUB_CUSTOM_IMAGE_REGISTRY_* settings.")
 	flag.DurationVar(&f.buildTimeout, "build-timeout", time.Hour, "A job fails with reason Timeout when it has not finished this long after it was created (time spent queued or pending counts). 0 disables.")
+	flag.DurationVar(&f.cancelTimeout, "cancel-timeout", controller.DefaultCancelTimeout, "A cancelled, superseded or timed-out build whose stop the backend cannot confirm this long (a node that is down) is finalized anyway with reason CancelIncomplete, freeing its build slot; an event names what may be left.")
 	flag.IntVar(&f.maxConcurrentBuilds, "max-concurrent-builds", 0, "At most this many builds run at once; the rest wait Pending with reason Queued. 0 means no limit.")
 	flag.IntVar(&f.succeededHistory, "succeeded-history-limit", 5, "Succeeded jobs kept per ImageSpec (the one that built status.image is always kept).")
 	flag.IntVar(&f.failedHistory, "failed-history-limit", 5, "Failed and cancelled jobs kept per ImageSpec.")
@@ -189,6 +191,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 			ExistingPushSecret:    f.useExistingPushSecret,
 			Sources:               sources,
 			BuildTimeout:          f.buildTimeout,
+			CancelTimeout:         f.cancelTimeout,
 			MaxConcurrentBuilds:   f.maxConcurrentBuilds,
 			SucceededHistoryLimit: f.succeededHistory,
 			FailedHistoryLimit:    f.failedHistory,

@@ -78,6 +78,11 @@ type Options struct {
 	// jobs to keep per ImageSpec (Cancelled counts as failed).
 	SucceededHistoryLimit int
 	FailedHistoryLimit    int
+	// CancelTimeout bounds how long cancelling a build may stay
+	// unconfirmed (a node that is down) before the job is finalized
+	// anyway, with reason CancelIncomplete. Zero means
+	// DefaultCancelTimeout.
+	CancelTimeout time.Duration
 }
 
 // Controller is the ImageSpec and ImageSpecJob controller.
@@ -99,6 +104,11 @@ type Controller struct {
 	recorder record.EventRecorder
 	slots    *buildSlots
 	now      func() time.Time
+
+	// cancelling: when this process first tried to cancel a job's build.
+	cancelling timeMarks
+	// errorWrites: when an error was last written to a job's status.
+	errorWrites timeMarks
 }
 
 // New wires the controller to its informers. secretInformer must come from a
@@ -116,6 +126,9 @@ func New(ctx context.Context,
 	logger := klog.FromContext(ctx)
 	if opts.PushSecretName == "" {
 		opts.PushSecretName = DefaultPushSecretName
+	}
+	if opts.CancelTimeout <= 0 {
+		opts.CancelTimeout = DefaultCancelTimeout
 	}
 	RegisterScheme()
 

@@ -103,7 +103,17 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	logger := klog.FromContext(ctx)
 	spec, err := c.specLister.ImageSpecs(key.Namespace).Get(key.Name)
 	if apierrors.IsNotFound(err) {
-		// Its jobs are garbage-collected through their ownerReferences.
+		// Its jobs are garbage-collected through their ownerReferences;
+		// their builds stop now, not when the collector gets to them.
+		objs, err := c.jobIndexer.ByIndex(jobsByOwnerIndex, key.Namespace+"/"+key.Name)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if j := o.(*v1alpha1.ImageSpecJob); !j.Status.Phase.IsFinal() {
+				c.jobQueue.Add(keyOf(j))
+			}
+		}
 		return nil
 	}
 	if err != nil {
@@ -170,8 +180,13 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 		if reason == "" {
 			reason = v1alpha1.ReasonQueued
 		}
-		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, reason,
-			fmt.Sprintf("job %s is building the current spec", job.Name), spec.Generation)
+		msg := fmt.Sprintf("job %s is building the current spec", job.Name)
+		if reason == v1alpha1.ReasonBackendError || reason == v1alpha1.ReasonPushSecretFailed {
+			// Why it does not build, so kubectl get/describe of the spec
+			// tells it without looking at the job.
+			msg = fmt.Sprintf("job %s: %s", job.Name, job.Status.Message)
+		}
+		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg, spec.Generation)
 	}
 
 	if err := c.pruneHistory(ctx, spec, jobs, job.Name, status.Image); err != nil {

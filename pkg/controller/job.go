@@ -30,10 +30,14 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	if apierrors.IsNotFound(err) {
 		// Deleted: stop whatever still builds it and free its slot.
 		gone := &v1alpha1.ImageSpecJob{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-		if err := c.backend.Cancel(ctx, gone); err != nil {
-			return err
+		if err, giveUp := c.boundedCancel(ctx, gone); err != nil {
+			if !giveUp {
+				return err
+			}
+			logger.Error(err, "Cancelling the build of a deleted job did not complete; giving up", "timeout", c.opts.CancelTimeout)
 		}
 		c.releaseSlot(key)
+		c.errorWrites.forget(key)
 		return nil
 	}
 	if err != nil {
@@ -41,6 +45,8 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	}
 	if job.Status.Phase.IsFinal() {
 		c.releaseSlot(key)
+		c.errorWrites.forget(key)
+		c.cancelling.forget(key)
 		return nil
 	}
 
@@ -48,6 +54,11 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	switch {
 	case job.Spec.Cancel:
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonCancelled, "Cancelled: spec.cancel is true")
+	case c.ownerDeleted(job) != "":
+		// Garbage collection would delete the job later; until then the
+		// build could still push, so it stops now.
+		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonImageSpecDeleted,
+			fmt.Sprintf("Cancelled: ImageSpec %s was deleted", c.ownerDeleted(job)))
 	case c.supersededBy(job) != "":
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonSuperseded,
 			fmt.Sprintf("Superseded: the ImageSpec changed; job %s builds the current spec", c.supersededBy(job)))
@@ -71,8 +82,8 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		}
 		if err := c.ensurePushSecret(ctx, job.Namespace); err != nil {
 			c.releaseSlot(key)
-			c.recorder.Eventf(job, corev1.EventTypeWarning, "PushSecretFailed", "Cannot prepare the push credentials: %v", err)
-			return err
+			msg := c.redact(fmt.Sprintf("Cannot prepare the push Secret %s/%s: %v", job.Namespace, c.opts.PushSecretName, err))
+			return c.reportPendingError(ctx, job, v1alpha1.ReasonPushSecretFailed, msg, err)
 		}
 	}
 
@@ -81,7 +92,8 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		if !started(job) {
 			c.releaseSlot(key)
 		}
-		return fmt.Errorf("%s backend: %w", c.backend.Name(), err)
+		msg := c.redact(fmt.Sprintf("The %s backend cannot start the build (will retry): %v", c.backend.Name(), err))
+		return c.reportPendingError(ctx, job, v1alpha1.ReasonBackendError, msg, fmt.Errorf("%s backend: %w", c.backend.Name(), err))
 	}
 	applyBackendStatus(status, bs, job, c.backend.Name(), now)
 	if err := c.updateJobStatus(ctx, job, status); err != nil {
@@ -108,7 +120,28 @@ func validateJob(job *v1alpha1.ImageSpecJob) field.ErrorList {
 	return errs
 }
 
+// phaseRank orders phases along a job's life.
+func phaseRank(p v1alpha1.ImageSpecJobPhase) int {
+	switch {
+	case p == "":
+		return 0
+	case p == v1alpha1.JobPending:
+		return 1
+	case p == v1alpha1.JobRunning:
+		return 2
+	case p.IsFinal():
+		return 3
+	}
+	return 0
+}
+
 func applyBackendStatus(status *v1alpha1.ImageSpecJobStatus, bs backend.Status, job *v1alpha1.ImageSpecJob, backendName string, now time.Time) {
+	if phaseRank(bs.Phase) < phaseRank(status.Phase) {
+		// A job's phase only moves forward: a backend's view may lag (a
+		// restarted watch, a kubelet that has not caught up), and whoever
+		// watches the job must never see Running -> Pending.
+		bs.Phase, bs.Reason, bs.Message = status.Phase, status.Reason, status.Message
+	}
 	status.Backend = backendName
 	status.Phase = bs.Phase
 	status.Reason = bs.Reason
@@ -157,8 +190,26 @@ func applyBackendStatus(status *v1alpha1.ImageSpecJobStatus, bs backend.Status, 
 // stopJob cancels the build, if any, and records a final phase. The job
 // object stays, so its history is kept.
 func (c *Controller) stopJob(ctx context.Context, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason, msg string) error {
-	if err := c.backend.Cancel(ctx, job); err != nil {
-		return fmt.Errorf("%s backend: cancelling: %w", c.backend.Name(), err)
+	if err, giveUp := c.boundedCancel(ctx, job); err != nil {
+		if !giveUp {
+			return fmt.Errorf("%s backend: cancelling: %w", c.backend.Name(), err)
+		}
+		// The node may be down: finalize anyway so the job leaves its
+		// slot and the spec moves on, and say what may still run.
+		left := fmt.Sprintf("a build of %s in the %s backend", job.Spec.TargetImage, c.backend.Name())
+		if job.Status.PodName != "" {
+			left = fmt.Sprintf("build pod %s/%s (it may still push %s; delete the pod, or the node's containers, by hand if the node comes back)",
+				job.Namespace, job.Status.PodName, job.Spec.TargetImage)
+		}
+		phase = v1alpha1.JobCancelled
+		if reason == v1alpha1.ReasonTimeout {
+			phase = v1alpha1.JobFailed
+		}
+		msg = c.redact(fmt.Sprintf("%s; stopping the build was not confirmed within %s (%v), so the job is final anyway: %s may be left",
+			msg, c.opts.CancelTimeout, err, left))
+		reason = v1alpha1.ReasonCancelIncomplete
+		c.recorder.Eventf(job, corev1.EventTypeWarning, v1alpha1.ReasonCancelIncomplete,
+			"Stopping the build was not confirmed within %s; %s may be left", c.opts.CancelTimeout, left)
 	}
 	status := job.Status.DeepCopy()
 	status.ObservedGeneration = job.Generation
@@ -175,6 +226,25 @@ func (c *Controller) stopJob(ctx context.Context, job *v1alpha1.ImageSpecJob, ph
 	c.recordTransition(job, status)
 	c.releaseSlot(keyOf(job))
 	return nil
+}
+
+// ownerDeleted returns the name of the job's ImageSpec when it is gone
+// (or replaced by another of the same name, or being deleted), else "".
+func (c *Controller) ownerDeleted(job *v1alpha1.ImageSpecJob) string {
+	ref := metav1.GetControllerOf(job)
+	if ref == nil || ref.Kind != "ImageSpec" {
+		return ""
+	}
+	spec, err := c.specLister.ImageSpecs(job.Namespace).Get(ref.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return ref.Name
+	case err != nil:
+		return ""
+	case spec.UID != ref.UID || spec.DeletionTimestamp != nil:
+		return ref.Name
+	}
+	return ""
 }
 
 // supersededBy returns the job that builds the owner's current spec when

@@ -6,6 +6,7 @@ package backendtest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -31,6 +32,11 @@ type Scripted struct {
 	cancels   map[string]int
 	started   chan string
 	startedAt map[string]time.Time
+	// ensureErrs and hangingCancels make Ensure fail and Cancel never
+	// complete for a job, as a broken backend or a node that is down.
+	ensureErrs     map[string]error
+	hangingCancels map[string]bool
+	cancelAttempts map[string]int
 }
 
 type build struct {
@@ -47,6 +53,10 @@ func NewScripted() *Scripted {
 		cancels:   map[string]int{},
 		started:   make(chan string, 100000),
 		startedAt: map[string]time.Time{},
+
+		ensureErrs:     map[string]error{},
+		cancelAttempts: map[string]int{},
+		hangingCancels: map[string]bool{},
 	}
 }
 
@@ -70,6 +80,12 @@ func (s *Scripted) Ensure(_ context.Context, job *v1alpha1.ImageSpecJob) (backen
 	defer s.mu.Unlock()
 	k := key(job)
 	s.ensures[k]++
+	if err := s.ensureErrs[k]; err != nil {
+		return backend.Status{}, err
+	}
+	if err := s.ensureErrs[""]; err != nil {
+		return backend.Status{}, err
+	}
 	b, ok := s.builds[k]
 	if !ok || b.cancelled {
 		st := s.Initial
@@ -90,10 +106,16 @@ func (s *Scripted) Ensure(_ context.Context, job *v1alpha1.ImageSpecJob) (backen
 }
 
 // Cancel implements backend.Backend.
-func (s *Scripted) Cancel(_ context.Context, job *v1alpha1.ImageSpecJob) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *Scripted) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
 	k := key(job)
+	s.mu.Lock()
+	if s.hangingCancels[k] {
+		s.cancelAttempts[k]++
+		s.mu.Unlock()
+		<-ctx.Done()
+		return fmt.Errorf("build of %s is still stopping: %w", k, ctx.Err())
+	}
+	defer s.mu.Unlock()
 	if b, ok := s.builds[k]; ok && !b.cancelled {
 		b.cancelled = true
 		s.cancels[k]++
@@ -180,4 +202,31 @@ func (s *Scripted) StartedAt(jobKey string) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.startedAt[jobKey]
+}
+
+// FailEnsure makes Ensure of the job return err (nil: work again) and
+// tells the controller. An empty key fails every job's Ensure.
+func (s *Scripted) FailEnsure(jobKey string, err error) {
+	s.mu.Lock()
+	s.ensureErrs[jobKey] = err
+	notify := s.notify
+	s.mu.Unlock()
+	if notify != nil && jobKey != "" {
+		notify(jobKey)
+	}
+}
+
+// HangCancels makes Cancel of the job block until its context ends and
+// fail, as for a build on a node that is down.
+func (s *Scripted) HangCancels(jobKey string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hangingCancels[jobKey] = true
+}
+
+// CancelAttempts is how many hanging Cancel calls the job got.
+func (s *Scripted) CancelAttempts(jobKey string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelAttempts[jobKey]
 }

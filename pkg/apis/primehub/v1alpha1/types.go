@@ -266,6 +266,16 @@ const (
 	ReasonOOMKilled              = "OOMKilled"
 	ReasonEvicted                = "Evicted"
 	ReasonBackendError           = "BackendError"
+	// ReasonPushSecretFailed: the push Secret could not be written or
+	// read; the job stays Pending and is retried.
+	ReasonPushSecretFailed = "PushSecretFailed"
+	// ReasonImageSpecDeleted: the job's ImageSpec was deleted, so its
+	// build was cancelled without waiting for garbage collection.
+	ReasonImageSpecDeleted = "ImageSpecDeleted"
+	// ReasonCancelIncomplete: cancelling could not be confirmed within
+	// the bound; the job is final anyway and an event says what may be
+	// left running.
+	ReasonCancelIncomplete = "CancelIncomplete"
 )
 
 // ImageSpecJobStatus is what happened to the build.
