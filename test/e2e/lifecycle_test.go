@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+)
+
+// lifecycleBackend starts a controller with one of the backends.
+type lifecycleBackend struct {
+	name  string
+	start func(t *testing.T, ns string, cfg ControllerConfig) *Controller
+	// stopped checks that nothing of the job's build is left.
+	stopped func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob)
+}
+
+// TestJobLifecycle runs each scenario once on each backend.
+func TestJobLifecycle(t *testing.T) {
+	scenarios := []struct {
+		name string
+		run  func(t *testing.T, b lifecycleBackend)
+	}{
+		{"PhasesOnlyMoveForward", testPhasesOnlyMoveForward},
+		{"DeleteSpecStopsBuild", testDeleteSpecStopsBuild},
+	}
+	t.Run("inprocess", func(t *testing.T) {
+		b := lifecycleBackend{
+			name: "inprocess",
+			start: func(t *testing.T, ns string, cfg ControllerConfig) *Controller {
+				c, _ := StartInprocessController(t, ns, cfg)
+				return c
+			},
+			stopped: func(*testing.T, string, *v1alpha1.ImageSpecJob) {},
+		}
+		for _, s := range scenarios {
+			t.Run(s.name, func(t *testing.T) { s.run(t, b) })
+		}
+	})
+	t.Run("buildahpod", func(t *testing.T) {
+		p := StartPodEnv(t)
+		b := lifecycleBackend{
+			name: "buildahpod",
+			start: func(t *testing.T, ns string, cfg ControllerConfig) *Controller {
+				c, _ := p.StartPodController(t, ns, cfg, nil)
+				return c
+			},
+			stopped: func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob) {
+				requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
+			},
+		}
+		for _, s := range scenarios {
+			t.Run(s.name, func(t *testing.T) { s.run(t, b) })
+		}
+	})
+}
+
+// Every phase of a real build, as a watch (kubectl get -w) sees it, only
+// moves forward: the job's and the ImageSpec's.
+func testPhasesOnlyMoveForward(t *testing.T, b lifecycleBackend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	c := b.start(t, ns, ControllerConfig{})
+	jobPhases := watchJobPhases(t, c, ns)
+	specPhases := watchSpecPhases(t, c, ns)
+	createSpec(t, c, ns, "fwd", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+	})
+	job := WaitJob(t, c, ns, "fwd", "", buildTimeout)
+	requireBuiltBy(t, job, b.name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	// Give the watches the last events and a moment for any late report
+	// that would move a phase back.
+	time.Sleep(2 * time.Second)
+	seq := jobPhases.of(job.Name)
+	if err := forward(seq); err != nil || len(seq) == 0 || seq[len(seq)-1] != v1alpha1.JobSucceeded {
+		t.Errorf("job phases %v: %v", seq, err)
+	}
+	if b.name == "buildahpod" && (len(seq) < 2 || seq[len(seq)-2] != v1alpha1.JobRunning) {
+		t.Errorf("job phases %v: the pod build never showed Running", seq)
+	}
+	sseq := specPhases.of("fwd")
+	if err := forward(sseq); err != nil || len(sseq) == 0 || sseq[len(sseq)-1] != v1alpha1.JobSucceeded {
+		t.Errorf("ImageSpec phases %v: %v", sseq, err)
+	}
+	t.Logf("%s: job phases %v, ImageSpec phases %v", b.name, seq, sseq)
+}
+
+// Deleting an ImageSpec mid-build stops the build at once (this cluster
+// has no garbage collector: the job stays) and nothing is pushed.
+func testDeleteSpecStopsBuild(t *testing.T, b lifecycleBackend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	index := newHangingIndex(t)
+	c := b.start(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)})
+	createSpec(t, c, ns, "doomed", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+	})
+	job := runningJob(t, c, ns, "doomed", "", index)
+	start := time.Now()
+	if err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Delete(context.Background(), "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
+		j, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, job.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		job = j
+		return j.Status.Phase.IsFinal(), fmt.Sprintf("%s/%s %s", j.Status.Phase, j.Status.Reason, j.Status.Message)
+	})
+	took := time.Since(start)
+	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonImageSpecDeleted {
+		t.Fatalf("job %s: %s/%s, want Cancelled/ImageSpecDeleted: %s", job.Name, job.Status.Phase, job.Status.Reason, job.Status.Message)
+	}
+	if took > 20*time.Second {
+		t.Errorf("the build stopped %s after the ImageSpec was deleted", took)
+	}
+	t.Logf("%s: build stopped %s after the ImageSpec was deleted", b.name, took.Round(time.Millisecond))
+	b.stopped(t, ns, job)
+	index.Release()
+	time.Sleep(3 * time.Second)
+	if TagExists(t, env.Registry, job.Spec.TargetImage) {
+		t.Errorf("%s was pushed after its ImageSpec was deleted", job.Spec.TargetImage)
+	}
+}
+
+// phaseLog records every phase each object of a namespace is seen in.
+type phaseLog struct {
+	mu     sync.Mutex
+	phases map[string][]v1alpha1.ImageSpecJobPhase
+}
+
+func (l *phaseLog) add(name string, p v1alpha1.ImageSpecJobPhase) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seq := l.phases[name]
+	if p != "" && (len(seq) == 0 || seq[len(seq)-1] != p) {
+		l.phases[name] = append(seq, p)
+	}
+}
+
+func (l *phaseLog) of(name string) []v1alpha1.ImageSpecJobPhase {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]v1alpha1.ImageSpecJobPhase(nil), l.phases[name]...)
+}
+
+func watchJobPhases(t *testing.T, c *Controller, ns string) *phaseLog {
+	t.Helper()
+	w, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recordPhases(t, w, func(obj any) (string, v1alpha1.ImageSpecJobPhase, bool) {
+		j, ok := obj.(*v1alpha1.ImageSpecJob)
+		if !ok {
+			return "", "", false
+		}
+		return j.Name, j.Status.Phase, true
+	})
+}
+
+func watchSpecPhases(t *testing.T, c *Controller, ns string) *phaseLog {
+	t.Helper()
+	w, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recordPhases(t, w, func(obj any) (string, v1alpha1.ImageSpecJobPhase, bool) {
+		s, ok := obj.(*v1alpha1.ImageSpec)
+		if !ok {
+			return "", "", false
+		}
+		return s.Name, s.Status.Phase, true
+	})
+}
+
+func recordPhases(t *testing.T, w watch.Interface, phaseOf func(any) (string, v1alpha1.ImageSpecJobPhase, bool)) *phaseLog {
+	l := &phaseLog{phases: map[string][]v1alpha1.ImageSpecJobPhase{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				continue
+			}
+			if name, p, ok := phaseOf(ev.Object); ok {
+				l.add(name, p)
+			}
+		}
+	}()
+	t.Cleanup(func() { w.Stop(); <-done })
+	return l
+}
+
+var phaseOrder = map[v1alpha1.ImageSpecJobPhase]int{
+	v1alpha1.JobPending: 1, v1alpha1.JobRunning: 2,
+	v1alpha1.JobSucceeded: 3, v1alpha1.JobFailed: 3, v1alpha1.JobCancelled: 3,
+}
+
+// forward reports an error when seq moves back or holds two final phases.
+func forward(seq []v1alpha1.ImageSpecJobPhase) error {
+	for i := 1; i < len(seq); i++ {
+		if phaseOrder[seq[i]] <= phaseOrder[seq[i-1]] {
+			return fmt.Errorf("phase went from %s to %s", seq[i-1], seq[i])
+		}
+	}
+	return nil
+}
