@@ -46,6 +46,12 @@ const (
 	// was created for: it orders job history and tells users which edit a
 	// job builds.
 	SpecGenerationAnnotation = "primehub.io/imagespec-generation"
+	// AttemptAnnotation numbers the jobs of one revision (absent: 1); a
+	// failed or cancelled revision that an edit lands on again gets a new
+	// attempt, <spec>-<tag>-<n>, and the earlier ones stay as history.
+	AttemptAnnotation = "primehub.io/attempt"
+	// RevisionLabel is a job's revision tag, for kubectl -l.
+	RevisionLabel = "primehub.io/revision"
 	// DefaultPushSecretName is the Secret the controller keeps in every
 	// namespace that builds, holding the registry credentials.
 	DefaultPushSecretName = "imagespec-push-credentials"

@@ -120,7 +120,7 @@ func (f *fixture) jobFor(spec *v1alpha1.ImageSpec, phase v1alpha1.ImageSpecJobPh
 	}
 	job := &v1alpha1.ImageSpecJob{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: rev.jobName, Namespace: spec.Namespace, UID: types.UID("uid-" + rev.jobName),
+			Name: JobName(spec.Name, rev.tag), Namespace: spec.Namespace, UID: types.UID("uid-" + JobName(spec.Name, rev.tag)),
 			CreationTimestamp: metav1.NewTime(testNow.Add(-time.Minute)),
 			OwnerReferences:   []metav1.OwnerReference{*metav1.NewControllerRef(spec, v1alpha1.SchemeGroupVersion.WithKind("ImageSpec"))},
 		},
@@ -453,7 +453,8 @@ func TestHistoryLimits(t *testing.T) {
 			j.Name = fmt.Sprintf("hist-%s-%d", strings.ToLower(string(phase)), i)
 			j.UID = types.UID(j.Name)
 			j.Status.Phase = phase
-			j.Status.Image = testPrefix + "/hist:" + j.Name
+			j.Spec.TargetImage = testPrefix + "/hist:" + j.Name // an earlier revision
+			j.Status.Image = j.Spec.TargetImage
 			ft := metav1.NewTime(testNow.Add(time.Duration(i) * time.Minute))
 			j.Status.FinishTime = &ft
 			objs = append(objs, j)

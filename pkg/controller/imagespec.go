@@ -34,10 +34,12 @@ func keyOf(job *v1alpha1.ImageSpecJob) cache.ObjectName {
 	return cache.NewObjectName(job.Namespace, job.Name)
 }
 
-// desiredRevision is what the current spec of an ImageSpec builds.
+// desiredRevision is what the current spec of an ImageSpec builds. The
+// revision is identified by its whole target image: the repository and the
+// tag (the hash of the build inputs).
 type desiredRevision struct {
-	tag, jobName, targetImage string
-	sources                   *v1alpha1.PackageSources
+	tag, targetImage string
+	sources          *v1alpha1.PackageSources
 }
 
 // revisionOf validates spec and works out its revision. Errors carry field
@@ -64,10 +66,67 @@ func (c *Controller) revisionOf(spec *v1alpha1.ImageSpec) (desiredRevision, fiel
 	}
 	return desiredRevision{
 		tag:         tag,
-		jobName:     JobName(spec.Name, tag),
 		targetImage: target,
 		sources:     backend.SourcesToAPI(c.opts.Sources),
 	}, nil
+}
+
+// AttemptJobName is the deterministic name of attempt n of the revision
+// tag of the ImageSpec specName: <spec>-<tag> for the first, then
+// <spec>-<tag>-<n>.
+func AttemptJobName(specName, tag string, n int) string {
+	if n <= 1 {
+		return JobName(specName, tag)
+	}
+	return JobName(specName, tag+"-"+strconv.Itoa(n))
+}
+
+// attemptOf is the attempt number a job records; 1 for jobs made before
+// attempts were counted.
+func attemptOf(j *v1alpha1.ImageSpecJob) int {
+	if n, err := strconv.Atoi(j.Annotations[AttemptAnnotation]); err == nil && n > 0 {
+		return n
+	}
+	return 1
+}
+
+// tagOf is the revision tag of a job: the tag of its target image.
+func tagOf(j *v1alpha1.ImageSpecJob) string {
+	if ref, err := reference.ParseNormalizedNamed(j.Spec.TargetImage); err == nil {
+		if t, ok := ref.(reference.Tagged); ok {
+			return t.Tag()
+		}
+	}
+	return ""
+}
+
+// attemptsOf returns the jobs that build target, newest attempt first.
+func attemptsOf(jobs []*v1alpha1.ImageSpecJob, target string) []*v1alpha1.ImageSpecJob {
+	var out []*v1alpha1.ImageSpecJob
+	for _, j := range jobs {
+		if j.Spec.TargetImage == target {
+			out = append(out, j)
+		}
+	}
+	sort.Slice(out, func(i, k int) bool {
+		if ai, ak := attemptOf(out[i]), attemptOf(out[k]); ai != ak {
+			return ai > ak
+		}
+		return newerThan(out[i], out[k])
+	})
+	return out
+}
+
+// nextAttempt is the attempt number of a new job for tag: one past every
+// attempt of that tag, whatever its repository.
+func nextAttempt(jobs []*v1alpha1.ImageSpecJob, tag string) int {
+	n := 0
+	for _, j := range jobs {
+		if tagOf(j) == tag {
+			n = max(n, attemptOf(j))
+		}
+	}
+	return n + 1
 }
 
 // JobName is the deterministic name of the job that builds revision tag of
@@ -143,22 +202,27 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	}
 
 	var job *v1alpha1.ImageSpecJob
-	for _, j := range jobs {
-		if j.Name == rev.jobName {
-			job = j
-		}
+	if attempts := attemptsOf(jobs, rev.targetImage); len(attempts) > 0 {
+		job = attempts[0]
 	}
-	if job == nil {
-		if _, err = c.createJob(ctx, spec, rev); err != nil {
+	// A new job when the revision (target image) has none, or when an
+	// edit landed on a revision whose last attempt failed or was
+	// cancelled: the edit is the user asking again (the package may have
+	// been published since). A failure of the current generation's own
+	// job is not retried until the next edit.
+	if job == nil || (retryable(job) && specGeneration(job) < spec.Generation) {
+		attempt := nextAttempt(jobs, rev.tag)
+		name := AttemptJobName(spec.Name, rev.tag, attempt)
+		if _, err = c.createJob(ctx, spec, rev, name, attempt); err != nil {
 			return err
 		}
 		// The new job's informer event syncs this spec again and writes
 		// its status then, usually with the job already running: one
 		// status write per new revision instead of two.
-		c.supersedeOthers(jobs, rev.jobName)
+		c.supersedeOthers(jobs, name)
 		return nil
 	}
-	c.supersedeOthers(jobs, rev.jobName)
+	c.supersedeOthers(jobs, job.Name)
 
 	status.JobName = job.Name
 	status.Revision = rev.tag
@@ -195,10 +259,15 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	return c.updateSpecStatus(ctx, spec, status)
 }
 
-func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision) (*v1alpha1.ImageSpecJob, error) {
+// retryable: the job's revision may be built again by a new attempt.
+func retryable(j *v1alpha1.ImageSpecJob) bool {
+	return j.Status.Phase == v1alpha1.JobFailed || j.Status.Phase == v1alpha1.JobCancelled
+}
+
+func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision, name string, attempt int) (*v1alpha1.ImageSpecJob, error) {
 	job := &v1alpha1.ImageSpecJob{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            rev.jobName,
+			Name:            name,
 			Namespace:       spec.Namespace,
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(spec, v1alpha1.SchemeGroupVersion.WithKind("ImageSpec"))},
 		},
@@ -214,19 +283,23 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 		},
 	}
 	job.Annotations = map[string]string{SpecGenerationAnnotation: strconv.FormatInt(spec.Generation, 10)}
+	if attempt > 1 {
+		job.Annotations[AttemptAnnotation] = strconv.Itoa(attempt)
+	}
+	job.Labels = map[string]string{RevisionLabel: rev.tag}
 	if len(validation.IsValidLabelValue(spec.Name)) == 0 {
-		job.Labels = map[string]string{ImageSpecLabel: spec.Name}
+		job.Labels[ImageSpecLabel] = spec.Name
 	}
 	created, err := c.client.PrimehubV1alpha1().ImageSpecJobs(spec.Namespace).Create(ctx, job, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// Created by an earlier attempt whose informer event has not
 		// arrived yet, or by someone else: only adopt our own.
-		existing, getErr := c.client.PrimehubV1alpha1().ImageSpecJobs(spec.Namespace).Get(ctx, rev.jobName, metav1.GetOptions{})
+		existing, getErr := c.client.PrimehubV1alpha1().ImageSpecJobs(spec.Namespace).Get(ctx, name, metav1.GetOptions{})
 		if getErr != nil {
 			return nil, getErr
 		}
 		if ref := metav1.GetControllerOf(existing); ref == nil || ref.UID != spec.UID {
-			msg := fmt.Sprintf("ImageSpecJob %s exists and is not owned by this ImageSpec; delete it to build", rev.jobName)
+			msg := fmt.Sprintf("ImageSpecJob %s exists and is not owned by this ImageSpec; delete it to build", name)
 			c.recorder.Event(spec, corev1.EventTypeWarning, "JobNameTaken", msg)
 			return nil, fmt.Errorf("%s", msg)
 		}

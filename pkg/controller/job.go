@@ -61,7 +61,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 			fmt.Sprintf("Cancelled: ImageSpec %s was deleted", c.ownerDeleted(job)))
 	case c.supersededBy(job) != "":
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonSuperseded,
-			fmt.Sprintf("Superseded: the ImageSpec changed; job %s builds the current spec", c.supersededBy(job)))
+			fmt.Sprintf("Superseded: the ImageSpec changed; %s builds the current spec", c.supersededBy(job)))
 	case c.opts.BuildTimeout > 0 && !now.Before(job.CreationTimestamp.Add(c.opts.BuildTimeout)):
 		return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonTimeout, c.timeoutMessage(job, now))
 	}
@@ -259,10 +259,22 @@ func (c *Controller) supersededBy(job *v1alpha1.ImageSpecJob) string {
 		return ""
 	}
 	rev, errs := c.revisionOf(spec)
-	if len(errs) > 0 || rev.jobName == job.Name {
+	if len(errs) > 0 {
 		return ""
 	}
-	return rev.jobName
+	jobs, err := c.jobsOf(spec)
+	if err != nil {
+		return ""
+	}
+	// The job the spec's sync creates, when the cache does not have it yet.
+	current := "job " + AttemptJobName(spec.Name, rev.tag, nextAttempt(jobs, rev.tag))
+	if attempts := attemptsOf(jobs, rev.targetImage); len(attempts) > 0 {
+		if attempts[0].Name == job.Name {
+			return ""
+		}
+		current = "job " + attempts[0].Name
+	}
+	return current
 }
 
 func (c *Controller) timeoutMessage(job *v1alpha1.ImageSpecJob, now time.Time) string {

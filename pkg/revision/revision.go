@@ -12,13 +12,21 @@
 //     resolves it as a set, so reordering a list changes nothing in the
 //     image and must not cause a rebuild. The Dockerfile is rendered in that
 //     same order, so one tag always means one Dockerfile;
-//   - the package sources (apt mirror, pip indexes and trusted hosts, conda
-//     channels, in their order): another index can serve other files for
-//     the same requirement, so the image depends on them;
 //   - updateTime, the user's explicit "rebuild now".
+//
+// A revision is the tag together with the repository it is pushed to
+// (TargetImage: <repo prefix>/<name>:<tag>): the controller matches jobs
+// by their whole target image, so a new repository prefix or registry
+// builds every ImageSpec again under the new name, with the same tag.
 //
 // Not part of the identity:
 //
+//   - the package sources (apt mirror, pip indexes and trusted hosts, conda
+//     channels). They are controller settings that say where packages come
+//     from, not what is installed: changing a mirror must not rename and
+//     rebuild every image in the cluster at once. Each job records the
+//     sources it used (spec.packageSources); to rebuild with new sources,
+//     change updateTime;
 //   - the pull and push secrets: rotating credentials must not rebuild
 //     every image;
 //   - the base image's configured user (Inputs.User). It is a property of
@@ -65,13 +73,15 @@ func Tag(in dockerfile.Inputs, updateTime string) string {
 	writeList(h, "apt", n.Packages.Apt)
 	writeList(h, "conda", n.Packages.Conda)
 	writeList(h, "pip", n.Packages.Pip)
+	// Package sources left the identity; their fields stay in the
+	// encoding, empty, so every tag made without sources is unchanged.
 	writeString(h, "aptMirror")
-	writeString(h, n.Sources.AptMirror)
+	writeString(h, "")
 	writeString(h, "pipIndexURL")
-	writeString(h, n.Sources.PipIndexURL)
-	writeList(h, "pipExtraIndexURLs", n.Sources.PipExtraIndexURLs)
-	writeList(h, "pipTrustedHosts", n.Sources.PipTrustedHosts)
-	writeList(h, "condaChannels", n.Sources.CondaChannels)
+	writeString(h, "")
+	writeList(h, "pipExtraIndexURLs", nil)
+	writeList(h, "pipTrustedHosts", nil)
+	writeList(h, "condaChannels", nil)
 	writeString(h, "updateTime")
 	writeString(h, updateTime)
 	return hex.EncodeToString(h.Sum(nil))[:TagLength]

@@ -38,7 +38,9 @@ func TestTagStable(t *testing.T) {
 		updateTime string
 		want       string
 	}{
-		{fixture(), fixtureUpdateTime, "a436bca79687"},
+		// Was a436bca79687 while package sources were part of the
+		// identity; tags made without sources (below) did not change.
+		{fixture(), fixtureUpdateTime, "0cd16050ed84"},
 		{dockerfile.Inputs{BaseImage: "ubuntu"}, "", "be80debab536"},
 	}
 	for _, tc := range cases {
@@ -66,14 +68,7 @@ func TestTagSensitivity(t *testing.T) {
 		"entry moved manager": func(in *dockerfile.Inputs, _ *string) {
 			in.Packages.Apt, in.Packages.Conda = []string{"curl", "libc6:amd64", "conda-forge::numpy>=1.26"}, nil
 		},
-		"apt mirror":      func(in *dockerfile.Inputs, _ *string) { in.Sources.AptMirror = "http://apt2.internal" },
-		"pip index":       func(in *dockerfile.Inputs, _ *string) { in.Sources.PipIndexURL = "" },
-		"pip extra index": func(in *dockerfile.Inputs, _ *string) { in.Sources.PipExtraIndexURLs = nil },
-		"pip trusted host": func(in *dockerfile.Inputs, _ *string) {
-			in.Sources.PipTrustedHosts = append(in.Sources.PipTrustedHosts, "x")
-		},
-		"conda channel order": func(in *dockerfile.Inputs, _ *string) { in.Sources.CondaChannels = []string{"bioconda", "conda-forge"} },
-		"update time":         func(_ *dockerfile.Inputs, ut *string) { *ut = "2026-01-02T03:04:06Z" },
+		"update time": func(_ *dockerfile.Inputs, ut *string) { *ut = "2026-01-02T03:04:06Z" },
 		"list boundary": func(in *dockerfile.Inputs, _ *string) {
 			in.Packages.Apt = []string{"curl" + "libc6:amd64"}
 		},
@@ -101,6 +96,13 @@ func TestTagEquivalences(t *testing.T) {
 		"duplicate entry":     func(in *dockerfile.Inputs) { in.Packages.Apt = append(in.Packages.Apt, "curl") },
 		"user":                func(in *dockerfile.Inputs) { in.User = "" },
 		"mirror trailing '/'": func(in *dockerfile.Inputs) { in.Sources.AptMirror += "/" },
+		// Sources are settings of where packages come from: changing one
+		// must not rename every revision in the cluster.
+		"no sources":   func(in *dockerfile.Inputs) { in.Sources = dockerfile.Sources{} },
+		"apt mirror":   func(in *dockerfile.Inputs) { in.Sources.AptMirror = "http://apt2.internal" },
+		"pip index":    func(in *dockerfile.Inputs) { in.Sources.PipIndexURL = "" },
+		"conda order":  func(in *dockerfile.Inputs) { in.Sources.CondaChannels = []string{"bioconda", "conda-forge"} },
+		"trusted host": func(in *dockerfile.Inputs) { in.Sources.PipTrustedHosts = append(in.Sources.PipTrustedHosts, "x") },
 	}
 	for name, mutate := range equivalent {
 		in := fixture()
