@@ -60,6 +60,9 @@ type Env struct {
 	// BaseImage is debian-python (user app) in Registry, BaseDigest its
 	// manifest digest.
 	BaseImage, BaseDigest string
+	// NotebookImage is the notebook image (laid out like jupyter/docker-stacks:
+	// /opt/conda owned by jovyan, USER 1000, the conda stand-in) in Registry.
+	NotebookImage string
 	// PyPI serves the test's Python packages (PEP 503) on 127.0.0.1.
 	PyPI *pypi.Index
 	// CertsDir is a certs.d tree: <host:port>/ca.crt for every registry
@@ -97,6 +100,10 @@ var indexPackages = []pypi.Package{
 	}},
 	{Name: "e2e-extra", Version: "2.1"},
 	{Name: "e2e-third", Version: "0.3"},
+	// What PrimeHub's sample conda spec tensorflow=1.13* must pick, and a
+	// newer release it must not.
+	{Name: "tensorflow", Version: "1.13.1"},
+	{Name: "tensorflow", Version: "1.14.0"},
 }
 
 func TestMain(m *testing.M) {
@@ -183,6 +190,9 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	// never skip for want of it.
 	if env.BaseImage, env.BaseDigest, err = images.Push(ctx, images.DebianPython, env.Registry, "base/debian-python:latest"); err != nil {
 		return nil, stop, fmt.Errorf("base image: %w", err)
+	}
+	if env.NotebookImage, _, err = images.Push(ctx, images.Notebook, env.Registry, "base/notebook:latest"); err != nil {
+		return nil, stop, fmt.Errorf("notebook base image: %w", err)
 	}
 	if env.PyPI, err = pypi.New(indexPackages...); err != nil {
 		return nil, stop, fmt.Errorf("package index: %w", err)

@@ -38,6 +38,10 @@ const (
 	// records its calls and installs from http(s) channels taken as PEP 503
 	// indexes: see hack/images/conda/conda.
 	DebianConda = "debian-conda"
+	// Notebook is laid out like jupyter/docker-stacks' images: the conda
+	// prefix /opt/conda (CONDA_DIR; a venv with the stand-in conda) owned
+	// by jovyan (uid 1000, gid 100 users), group-writable, USER 1000.
+	Notebook = "notebook"
 )
 
 type recipe struct {
@@ -55,6 +59,7 @@ var recipes = map[string]recipe{
 	DebianPython: {base: Debian},
 	Builder:      {base: Debian},
 	DebianConda:  {base: DebianPython, files: []string{"conda/conda"}},
+	Notebook:     {base: Debian, files: []string{"conda/conda"}},
 	Busybox:      {host: []string{"/bin/busybox"}},
 	Pause:        {files: []string{"pause/main.go"}},
 }

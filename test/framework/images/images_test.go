@@ -61,7 +61,7 @@ func TestHashCoversRecipe(t *testing.T) {
 	appendTo("debian.sh")
 	h2 := hashes()
 	for _, n := range Names() {
-		want := n == Debian || n == DebianPython || n == Builder || n == DebianConda
+		want := n == Debian || n == DebianPython || n == Builder || n == DebianConda || n == Notebook
 		if changed := h2[n] != h1[n]; changed != want {
 			t.Errorf("after editing debian.sh: %s changed=%v, want %v", n, changed, want)
 		}
@@ -170,7 +170,11 @@ func TestPushedImages(t *testing.T) {
 		{Debian, "", []string{"sh", "-c", "apt-get update -qq && echo apt-ok"}, "apt-ok"},
 		{DebianPython, "app", []string{"sh", "-c", "id -un; python3 -m pip --version"}, "app\npip "},
 		{Builder, "", []string{"buildah", "--version"}, "buildah version"},
-		{DebianConda, "app", []string{"sh", "-c", "conda --version; command -v python"}, "conda 23.1.0 (stand-in)\n/opt/conda/bin/python"},
+		{DebianConda, "app", []string{"sh", "-c", "conda --version; command -v python"}, "conda 24.1.2 (stand-in)\n/opt/conda/bin/python"},
+		// docker-stacks' layout: everything in the prefix and the home is
+		// jovyan's, group users, group-writable, setgid directories.
+		{Notebook, "1000", []string{"sh", "-c", "conda --version; command -v python; command -v pip; stat -c '%U:%G %A' /opt/conda /opt/conda/conda-meta /home/jovyan; find /opt/conda /home/jovyan ! -type l ! -user jovyan"},
+			"conda 24.1.2 (stand-in)\n/opt/conda/bin/python\n/opt/conda/bin/pip\njovyan:users drwsrwsr-x\njovyan:users drwsrwsr-x\njovyan:users drwsrwsr-x\n"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

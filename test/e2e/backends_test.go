@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
+)
+
+// Backend is one way the controller builds, as a scenario sees it: a
+// behaviour both backends have is one scenario function run on each.
+type Backend struct {
+	// Name is what the backend writes to status.backend.
+	Name string
+	// Start runs a controller with this backend on namespace until the
+	// test ends.
+	Start func(tb testing.TB, namespace string, cfg ControllerConfig) *Controller
+}
+
+// backends are set up per run of the scenarios: the buildahpod backend
+// needs a node, started once for all its scenarios and stopped after them.
+var backends = []struct {
+	name  string
+	setup func(t *testing.T) Backend
+}{
+	{inprocess.Name, func(t *testing.T) Backend {
+		return Backend{Name: inprocess.Name, Start: func(tb testing.TB, ns string, cfg ControllerConfig) *Controller {
+			c, _ := StartInprocessController(tb, ns, cfg)
+			return c
+		}}
+	}},
+	{buildahpod.Name, func(t *testing.T) Backend {
+		p := StartPodEnv(t)
+		return Backend{Name: buildahpod.Name, Start: func(tb testing.TB, ns string, cfg ControllerConfig) *Controller {
+			c, _ := p.StartPodController(tb, ns, cfg, nil)
+			return c
+		}}
+	}},
+}
+
+// scenarios run on every backend.
+var scenarios = []struct {
+	name string
+	run  func(t *testing.T, b Backend)
+}{
+	{"CondaOnNotebookBase", testCondaOnNotebookBase},
+}
+
+// TestBackends runs each scenario against each backend:
+// TestBackends/<backend>/<scenario>.
+func TestBackends(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.setup(t)
+			for _, sc := range scenarios {
+				t.Run(sc.name, func(t *testing.T) { sc.run(t, b) })
+			}
+		})
+	}
+}
+
+// PrimeHub's sample conda spec (tensorflow=1.13*) and a pip package on a
+// base laid out like jupyter/docker-stacks (/opt/conda owned by jovyan,
+// USER 1000), with the package index as the conda channel. The stand-in
+// conda parses the rendered command line as conda would and installs the
+// newest 1.13 release, not 1.14. Afterwards the notebook user still owns its
+// environment: as jovyan, a conda install that replaces what the build
+// installed and a pip reinstall into the prefix both succeed, and nothing
+// under /opt/conda or the home is owned by anyone else.
+func testCondaOnNotebookBase(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	index := env.PyPI.URL()
+	c := b.Start(t, ns, ControllerConfig{Tweak: func(o *app.Options) {
+		o.Controller.Sources.CondaChannels = []string{index}
+	}})
+	createSpec(t, c, ns, "notebook", v1alpha1.ImageSpecSpec{
+		BaseImage: env.NotebookImage,
+		Packages: v1alpha1.Packages{
+			Conda: []string{"tensorflow=1.13*"},
+			Pip:   []string{"e2e-hello==1.0"},
+		},
+	})
+	job := WaitJob(t, c, ns, "notebook", "", buildTimeout)
+	requireBuiltBy(t, job, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if info := env.Inspect(t, env.Registry, job.Status.Image); info.User != "1000" {
+		t.Errorf("config user %q, want the base image's 1000", info.User)
+	}
+
+	// As the image's user (1000). Each step prints a marker when it
+	// succeeds, so every step that fails is reported, not just the first.
+	out := env.RunInImage(t, env.Registry, job.Status.Image, `
+echo "user=$(id -un)"
+find /opt/conda /home/jovyan ! -user jovyan -printf 'foreign %u %p\n'
+find /opt/conda ! -type l ! -perm -g+rw -printf 'not-group-writable %p\n'
+grep -F '# cmd: conda install --yes -c `+index+` -- tensorflow=1.13*' /opt/conda/conda-meta/history >/dev/null && echo "history=ok"
+python -c 'import tensorflow, e2e_hello; print("built", tensorflow.__version__, e2e_hello.greet())'
+conda install --yes -c `+index+` -- 'tensorflow=1.14' && echo "user-conda-install=ok"
+pip install --no-cache-dir --disable-pip-version-check --index-url `+index+` --force-reinstall --no-deps 'e2e-hello==1.0' && echo "user-pip-install=ok"
+python -c 'import tensorflow; print("after", tensorflow.__version__)'
+true
+`)
+	for _, want := range []string{
+		"user=jovyan\n",
+		"built 1.13.1 hello from e2e\n",
+		"history=ok\n",
+		"user-conda-install=ok\n",
+		"user-pip-install=ok\n",
+		"after 1.14.0\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("running the image as its user: missing %q in:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"foreign ", "not-group-writable "} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the build left files the notebook user does not own or its group cannot write:\n%s", out)
+			break
+		}
+	}
+}
