@@ -32,26 +32,18 @@ import (
 	primehubscheme "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned/scheme"
 	informers "github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions/primehub/v1alpha1"
 	listers "github.com/imagespec/imagespec-controller/pkg/generated/listers/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
+// The names the controller puts on objects live in pkg/names, which the
+// backends share; these are kept for callers of this package.
 const (
-	// ComponentName is the event source and the managed-by label value.
-	ComponentName = "imagespec-controller"
-	// ManagedByLabel marks objects the controller owns besides jobs (push
-	// Secrets, build pods, ConfigMaps), so its informers watch only those.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ImageSpecLabel names a job's ImageSpec, for kubectl -l.
-	ImageSpecLabel = "primehub.io/imagespec"
-	// SpecGenerationAnnotation records on a job the ImageSpec generation it
-	// was created for: it orders job history and tells users which edit a
-	// job builds.
-	SpecGenerationAnnotation = "primehub.io/imagespec-generation"
-	// AttemptAnnotation numbers the jobs of one revision (absent: 1); a
-	// failed or cancelled revision that an edit lands on again gets a new
-	// attempt, <spec>-<tag>-<n>, and the earlier ones stay as history.
-	AttemptAnnotation = "primehub.io/attempt"
-	// RevisionLabel is a job's revision tag, for kubectl -l.
-	RevisionLabel = "primehub.io/revision"
+	ComponentName            = names.ComponentName
+	ManagedByLabel           = names.ManagedByLabel
+	ImageSpecLabel           = names.ImageSpecLabel
+	RevisionLabel            = names.RevisionLabel
+	SpecGenerationAnnotation = names.SpecGenerationAnnotation
+	AttemptAnnotation        = names.AttemptAnnotation
 	// DefaultPushSecretName is the Secret the controller keeps in every
 	// namespace that builds, holding the registry credentials.
 	DefaultPushSecretName = "imagespec-push-credentials"
@@ -59,9 +51,8 @@ const (
 	jobsByOwnerIndex = "imagespec-owner"
 )
 
-// ManagedSelector selects objects the controller owns; give it to the
-// informer factory used for Secrets (and for a backend's pods).
-func ManagedSelector() string { return ManagedByLabel + "=" + ComponentName }
+// ManagedSelector selects objects the controller owns.
+func ManagedSelector() string { return names.ManagedSelector() }
 
 // Options configure the controller.
 type Options struct {

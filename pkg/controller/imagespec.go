@@ -213,7 +213,8 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	if job == nil || (retryable(job) && specGeneration(job) < spec.Generation) {
 		attempt := nextAttempt(jobs, rev.tag)
 		name := AttemptJobName(spec.Name, rev.tag, attempt)
-		if _, err = c.createJob(ctx, spec, rev, name, attempt); err != nil {
+		cause, causeMsg := causeOf(spec, jobs, rev, attempt)
+		if _, err = c.createJob(ctx, spec, rev, name, attempt, cause, causeMsg); err != nil {
 			return err
 		}
 		// The new job's informer event syncs this spec again and writes
@@ -264,7 +265,7 @@ func retryable(j *v1alpha1.ImageSpecJob) bool {
 	return j.Status.Phase == v1alpha1.JobFailed || j.Status.Phase == v1alpha1.JobCancelled
 }
 
-func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision, name string, attempt int) (*v1alpha1.ImageSpecJob, error) {
+func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision, name string, attempt int, cause, causeMsg string) (*v1alpha1.ImageSpecJob, error) {
 	job := &v1alpha1.ImageSpecJob{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            name,
@@ -280,6 +281,8 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 			PushSecret:     c.pushSecretName(),
 			RepoPrefix:     c.opts.Registry.RepoPrefix,
 			UpdateTime:     spec.Spec.UpdateTime,
+			Cause:          cause,
+			CauseMessage:   causeMsg,
 		},
 	}
 	job.Annotations = map[string]string{SpecGenerationAnnotation: strconv.FormatInt(spec.Generation, 10)}
@@ -300,7 +303,7 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 		}
 		if ref := metav1.GetControllerOf(existing); ref == nil || ref.UID != spec.UID {
 			msg := fmt.Sprintf("ImageSpecJob %s exists and is not owned by this ImageSpec; delete it to build", name)
-			c.recorder.Event(spec, corev1.EventTypeWarning, "JobNameTaken", msg)
+			c.recorder.Event(spec, corev1.EventTypeWarning, v1alpha1.EventJobNameTaken, msg)
 			return nil, fmt.Errorf("%s", msg)
 		}
 		return existing, nil
@@ -308,7 +311,11 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 	if err != nil {
 		return nil, err
 	}
-	c.recorder.Eventf(spec, corev1.EventTypeNormal, "JobCreated", "Created ImageSpecJob %s to build %s", created.Name, created.Spec.TargetImage)
+	why := cause
+	if causeMsg != "" {
+		why += ": " + causeMsg
+	}
+	c.recorder.Eventf(spec, corev1.EventTypeNormal, v1alpha1.EventJobCreated, "Created ImageSpecJob %s to build %s (%s)", created.Name, created.Spec.TargetImage, why)
 	return created, nil
 }
 

@@ -322,16 +322,16 @@ func (c *Controller) recordTransition(job *v1alpha1.ImageSpecJob, status *v1alph
 	switch status.Phase {
 	case v1alpha1.JobPending:
 		if status.Reason == v1alpha1.ReasonQueued {
-			c.recorder.Event(job, corev1.EventTypeNormal, "BuildQueued", status.Message)
+			c.recorder.Event(job, corev1.EventTypeNormal, v1alpha1.EventBuildQueued, status.Message)
 		}
 	case v1alpha1.JobRunning:
-		c.recorder.Eventf(job, corev1.EventTypeNormal, "BuildStarted", "Building %s with the %s backend", job.Spec.TargetImage, status.Backend)
+		c.recorder.Eventf(job, corev1.EventTypeNormal, v1alpha1.EventBuildStarted, "Building %s with the %s backend", job.Spec.TargetImage, status.Backend)
 	case v1alpha1.JobSucceeded:
-		c.recorder.Event(job, corev1.EventTypeNormal, "BuildSucceeded", status.Message)
+		c.recorder.Event(job, corev1.EventTypeNormal, v1alpha1.EventBuildSucceeded, status.Message)
 	case v1alpha1.JobFailed:
-		c.recorder.Eventf(job, corev1.EventTypeWarning, "BuildFailed", "%s: %s", status.Reason, status.Message)
+		c.recorder.Eventf(job, corev1.EventTypeWarning, v1alpha1.EventBuildFailed, "%s: %s", status.Reason, status.Message)
 	case v1alpha1.JobCancelled:
-		c.recorder.Eventf(job, corev1.EventTypeNormal, "BuildCancelled", "%s: %s", status.Reason, status.Message)
+		c.recorder.Eventf(job, corev1.EventTypeNormal, v1alpha1.EventBuildCancelled, "%s: %s", status.Reason, status.Message)
 	}
 }
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
-	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
 const (
@@ -86,7 +86,7 @@ func labels(job *v1alpha1.ImageSpecJob) map[string]string {
 	for k, v := range job.Labels {
 		out[k] = v
 	}
-	out[controller.ManagedByLabel] = controller.ComponentName
+	out[names.ManagedByLabel] = names.ComponentName
 	out[JobLabel] = jobLabelValue(job.Name)
 	return out
 }

@@ -17,8 +17,8 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
-	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
 const password = "s3cret-Pa55word-never-shown"
@@ -27,7 +27,7 @@ func testJob(name string) *v1alpha1.ImageSpecJob {
 	return &v1alpha1.ImageSpecJob{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: "team", UID: types.UID("uid-" + name),
-			Labels: map[string]string{controller.ImageSpecLabel: "myspec", "team": "a"},
+			Labels: map[string]string{names.ImageSpecLabel: "myspec", "team": "a"},
 		},
 		Spec: v1alpha1.ImageSpecJobSpec{
 			BaseImage:   "registry.example.com/base/python:3",
@@ -69,7 +69,7 @@ func newFixture(t *testing.T, opts Options, objs ...any) *fixture {
 		}
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = controller.ManagedSelector() }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = names.ManagedSelector() }))
 	be, err := New(opts, kube, factory)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestEnsureCreatesOnePodWithConfigMap(t *testing.T) {
 			t.Errorf("label %s=%q, want %q", k, pod.Labels[k], v)
 		}
 	}
-	if pod.Labels[controller.ManagedByLabel] != controller.ComponentName || pod.Labels[JobLabel] != job.Name {
+	if pod.Labels[names.ManagedByLabel] != names.ComponentName || pod.Labels[JobLabel] != job.Name {
 		t.Errorf("labels %v", pod.Labels)
 	}
 	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever || pod.Spec.ActiveDeadlineSeconds == nil || *pod.Spec.ActiveDeadlineSeconds != 90 {

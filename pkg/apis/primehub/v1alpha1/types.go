@@ -123,6 +123,7 @@ type ImageSpecStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ispec,categories=imagespecs
 // +kubebuilder:printcolumn:name="Phase",type="string",JSONPath=".status.phase",description="Phase of the job that builds the current revision"
+// +kubebuilder:printcolumn:name="Reason",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].reason",description="Reason of the Ready condition"
 // +kubebuilder:printcolumn:name="Image",type="string",JSONPath=".status.image",description="Last pushed image"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 
@@ -220,6 +221,19 @@ type ImageSpecJobSpec struct {
 	// Cancelled, so the history is kept.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
+
+	// Cause is why the controller created the job: FirstBuild,
+	// SpecChange, Rebuild (updateTime), RepositoryChange or Retry (see the
+	// Cause* constants).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Cause string `json:"cause,omitempty"`
+
+	// CauseMessage says what changed against the previous revision, for
+	// example "pip: +requests>=2.31; apt: -vim".
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	CauseMessage string `json:"causeMessage,omitempty"`
 }
 
 // ImageSpecJobPhase is where a job is in its life.
@@ -248,34 +262,6 @@ const (
 	// ConditionSucceeded (on ImageSpecJob): Unknown while the build runs,
 	// then True or False with the reason.
 	ConditionSucceeded = "Succeeded"
-)
-
-// Reasons, machine-readable, for status.reason and conditions.
-const (
-	ReasonQueued                 = "Queued"
-	ReasonBuilding               = "Building"
-	ReasonSucceeded              = "Succeeded"
-	ReasonInvalidSpec            = "InvalidSpec"
-	ReasonBaseImagePullFailed    = "BaseImagePullFailed"
-	ReasonBuilderImagePullFailed = "BuilderImagePullFailed"
-	ReasonBuildFailed            = "BuildFailed"
-	ReasonPushFailed             = "PushFailed"
-	ReasonTimeout                = "Timeout"
-	ReasonCancelled              = "Cancelled"
-	ReasonSuperseded             = "Superseded"
-	ReasonOOMKilled              = "OOMKilled"
-	ReasonEvicted                = "Evicted"
-	ReasonBackendError           = "BackendError"
-	// ReasonPushSecretFailed: the push Secret could not be written or
-	// read; the job stays Pending and is retried.
-	ReasonPushSecretFailed = "PushSecretFailed"
-	// ReasonImageSpecDeleted: the job's ImageSpec was deleted, so its
-	// build was cancelled without waiting for garbage collection.
-	ReasonImageSpecDeleted = "ImageSpecDeleted"
-	// ReasonCancelIncomplete: cancelling could not be confirmed within
-	// the bound; the job is final anyway and an event says what may be
-	// left running.
-	ReasonCancelIncomplete = "CancelIncomplete"
 )
 
 // ImageSpecJobStatus is what happened to the build.
@@ -349,7 +335,9 @@ type ImageSpecJobStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type="string",JSONPath=".status.phase"
 // +kubebuilder:printcolumn:name="Image",type="string",JSONPath=".spec.targetImage"
 // +kubebuilder:printcolumn:name="Reason",type="string",JSONPath=".status.reason"
+// +kubebuilder:printcolumn:name="Cause",type="string",JSONPath=".spec.cause",description="Why the job was created"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+// +kubebuilder:printcolumn:name="Change",type="string",JSONPath=".spec.causeMessage",priority=1,description="What changed"
 
 // ImageSpecJob builds one revision of an ImageSpec and pushes it.
 type ImageSpecJob struct {

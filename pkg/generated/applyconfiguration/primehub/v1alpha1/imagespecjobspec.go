@@ -45,6 +45,13 @@ type ImageSpecJobSpecApplyConfiguration struct {
 	// Cancel stops the build. The job and its status stay, with phase
 	// Cancelled, so the history is kept.
 	Cancel *bool `json:"cancel,omitempty"`
+	// Cause is why the controller created the job: FirstBuild,
+	// SpecChange, Rebuild (updateTime), RepositoryChange or Retry (see the
+	// Cause* constants).
+	Cause *string `json:"cause,omitempty"`
+	// CauseMessage says what changed against the previous revision, for
+	// example "pip: +requests>=2.31; apt: -vim".
+	CauseMessage *string `json:"causeMessage,omitempty"`
 }
 
 // ImageSpecJobSpecApplyConfiguration constructs a declarative configuration of the ImageSpecJobSpec type for use with
@@ -122,5 +129,21 @@ func (b *ImageSpecJobSpecApplyConfiguration) WithUpdateTime(value string) *Image
 // If called multiple times, the Cancel field is set to the value of the last call.
 func (b *ImageSpecJobSpecApplyConfiguration) WithCancel(value bool) *ImageSpecJobSpecApplyConfiguration {
 	b.Cancel = &value
+	return b
+}
+
+// WithCause sets the Cause field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Cause field is set to the value of the last call.
+func (b *ImageSpecJobSpecApplyConfiguration) WithCause(value string) *ImageSpecJobSpecApplyConfiguration {
+	b.Cause = &value
+	return b
+}
+
+// WithCauseMessage sets the CauseMessage field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the CauseMessage field is set to the value of the last call.
+func (b *ImageSpecJobSpecApplyConfiguration) WithCauseMessage(value string) *ImageSpecJobSpecApplyConfiguration {
+	b.CauseMessage = &value
 	return b
 }
