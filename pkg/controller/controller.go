@@ -150,7 +150,7 @@ func New(ctx context.Context,
 		jobQueue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(),
 			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: "ImageSpecJobs"}),
 		recorder: recorder,
-		slots:    newBuildSlots(opts.MaxConcurrentBuilds),
+		slots:    newBuildSlots(opts.MaxConcurrentBuilds, jobInformer.Informer().GetIndexer()),
 		now:      time.Now,
 	}
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
@@ -161,7 +161,7 @@ func New(ctx context.Context,
 		return nil, fmt.Errorf("a Secret informer is needed to manage the push Secret")
 	}
 
-	if err := jobInformer.Informer().AddIndexers(cache.Indexers{jobsByOwnerIndex: indexJobByOwner}); err != nil {
+	if err := jobInformer.Informer().AddIndexers(cache.Indexers{jobsByOwnerIndex: indexJobByOwner, jobsByStateIndex: indexJobByState}); err != nil {
 		return nil, err
 	}
 
@@ -185,8 +185,14 @@ func New(ctx context.Context,
 				return
 			}
 			c.handleJob(newObj)
+			if holdsSlot(oldObj) && !holdsSlot(newObj) {
+				c.wakeWaiting()
+			}
 		},
-		DeleteFunc: c.handleJob,
+		DeleteFunc: func(obj interface{}) {
+			c.handleJob(obj)
+			c.wakeWaiting()
+		},
 	}); err != nil {
 		return nil, err
 	}
@@ -201,6 +207,12 @@ var schemeOnce sync.Once
 // send requests before New (leader election) call it first.
 func RegisterScheme() {
 	schemeOnce.Do(func() { utilruntime.Must(primehubscheme.AddToScheme(scheme.Scheme)) })
+}
+
+// holdsSlot: the job's build is in flight, as the cache shows it.
+func holdsSlot(obj interface{}) bool {
+	job, ok := obj.(*v1alpha1.ImageSpecJob)
+	return ok && started(job) && !job.Status.Phase.IsFinal()
 }
 
 func sameVersion(oldObj, newObj interface{}) bool {
@@ -275,17 +287,6 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	}
 	if err := c.backend.Run(ctx, c.notifyJob); err != nil {
 		return fmt.Errorf("starting the %s backend: %w", c.backend.Name(), err)
-	}
-	// Builds started before a restart hold their slots again before any
-	// new build may take one.
-	jobs, err := c.jobLister.List(everything())
-	if err != nil {
-		return err
-	}
-	for _, job := range jobs {
-		if started(job) && !job.Status.Phase.IsFinal() {
-			c.slots.hold(keyOf(job))
-		}
 	}
 	if err := c.refreshPushSecrets(ctx); err != nil {
 		logger.Error(err, "Refreshing push Secrets; will retry before each build")

@@ -435,7 +435,16 @@ func TestConcurrencyLimitQueues(t *testing.T) {
 		k, _ := f.ctrl.jobQueue.Get()
 		f.ctrl.jobQueue.Done(k)
 	}
-	f.ctrl.releaseSlot(keyOf(ja))
+	done := ja.DeepCopy()
+	markStarted(done)
+	done.Status.Phase = v1alpha1.JobSucceeded
+	if err := f.ctrl.jobIndexer.Update(done); err != nil {
+		t.Fatal(err)
+	}
+	if f.ctrl.slots.inUse() != 0 {
+		t.Fatalf("%d slots in use once the only build is final", f.ctrl.slots.inUse())
+	}
+	f.ctrl.wakeWaiting()
 	if f.ctrl.jobQueue.Len() == 0 {
 		t.Fatal("queued job not woken when a slot freed")
 	}

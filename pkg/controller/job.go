@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 	"unicode/utf8"
 
@@ -36,7 +35,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 			}
 			logger.Error(err, "Cancelling the build of a deleted job did not complete; giving up", "timeout", c.opts.CancelTimeout)
 		}
-		c.releaseSlot(key)
+		c.slots.unreserve(key)
 		c.errorWrites.forget(key)
 		return nil
 	}
@@ -44,7 +43,6 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		return err
 	}
 	if job.Status.Phase.IsFinal() {
-		c.releaseSlot(key)
 		c.errorWrites.forget(key)
 		c.cancelling.forget(key)
 		return nil
@@ -81,7 +79,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 			return c.updateJobStatus(ctx, job, status)
 		}
 		if err := c.ensurePushSecret(ctx, job.Namespace); err != nil {
-			c.releaseSlot(key)
+			c.slots.unreserve(key)
 			msg := c.redact(fmt.Sprintf("Cannot prepare the push Secret %s/%s: %v", job.Namespace, c.opts.PushSecretName, err))
 			return c.reportPendingError(ctx, job, v1alpha1.ReasonPushSecretFailed, msg, err)
 		}
@@ -90,7 +88,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	bs, err := c.backend.Ensure(ctx, job)
 	if err != nil {
 		if !started(job) {
-			c.releaseSlot(key)
+			c.slots.unreserve(key)
 		}
 		msg := c.redact(fmt.Sprintf("The %s backend cannot start the build (will retry): %v", c.backend.Name(), err))
 		return c.reportPendingError(ctx, job, v1alpha1.ReasonBackendError, msg, fmt.Errorf("%s backend: %w", c.backend.Name(), err))
@@ -101,7 +99,6 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	}
 	c.recordTransition(job, status)
 	if status.Phase.IsFinal() {
-		c.releaseSlot(key)
 		logger.V(2).Info("Build finished", "phase", status.Phase, "reason", status.Reason)
 		return nil
 	}
@@ -224,7 +221,6 @@ func (c *Controller) stopJob(ctx context.Context, job *v1alpha1.ImageSpecJob, ph
 		return err
 	}
 	c.recordTransition(job, status)
-	c.releaseSlot(keyOf(job))
 	return nil
 }
 
@@ -335,30 +331,13 @@ func (c *Controller) recordTransition(job *v1alpha1.ImageSpecJob, status *v1alph
 	}
 }
 
-// releaseSlot frees the job's build slot and wakes the jobs waiting for one,
-// oldest first.
-func (c *Controller) releaseSlot(key cache.ObjectName) {
-	if !c.slots.release(key) || c.opts.MaxConcurrentBuilds <= 0 {
+// wakeWaiting requeues the jobs waiting for a build slot, oldest first:
+// called when the cache shows a build leave its slot.
+func (c *Controller) wakeWaiting() {
+	if c.opts.MaxConcurrentBuilds <= 0 {
 		return
 	}
-	jobs, err := c.jobLister.List(everything())
-	if err != nil {
-		return
-	}
-	var waiting []*v1alpha1.ImageSpecJob
-	for _, j := range jobs {
-		if !started(j) && !j.Status.Phase.IsFinal() {
-			waiting = append(waiting, j)
-		}
-	}
-	sort.Slice(waiting, func(i, k int) bool {
-		ti, tk := waiting[i].CreationTimestamp, waiting[k].CreationTimestamp
-		if !ti.Equal(&tk) {
-			return ti.Before(&tk)
-		}
-		return waiting[i].Name < waiting[k].Name
-	})
-	for _, j := range waiting {
+	for _, j := range c.slots.waiting() {
 		c.jobQueue.Add(keyOf(j))
 	}
 }
