@@ -76,12 +76,12 @@ func (t *timeMarks) forget(key cache.ObjectName) {
 // true and the caller finalizes the job anyway. The clock starts at the
 // first attempt this process made (a restarted controller starts it
 // again).
-func (c *Controller) boundedCancel(ctx context.Context, job *v1alpha1.ImageSpecJob) (err error, giveUp bool) {
+func (c *Controller) boundedCancel(ctx context.Context, job *v1alpha1.ImageSpecJob) (giveUp bool, err error) {
 	key := keyOf(job)
 	first := c.cancelling.firstOr(key, c.now())
 	deadline := first.Add(c.opts.CancelTimeout)
 	attempt := cancelAttempt
-	if left := time.Until(deadline); left < attempt {
+	if left := deadline.Sub(c.now()); left < attempt {
 		attempt = max(left, 100*time.Millisecond)
 	}
 	actx, cancel := context.WithTimeout(ctx, attempt)
@@ -89,18 +89,18 @@ func (c *Controller) boundedCancel(ctx context.Context, job *v1alpha1.ImageSpecJ
 	cancel()
 	if err == nil {
 		c.cancelling.forget(key)
-		return nil, false
+		return false, nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = errors.New("the backend did not confirm the build stopped")
 	}
 	if !c.now().Before(deadline) {
 		c.cancelling.forget(key)
-		return err, true
+		return true, err
 	}
 	// Try again at the deadline at the latest, without polling.
-	c.jobQueue.AddAfter(key, time.Until(deadline)+10*time.Millisecond)
-	return err, false
+	c.jobQueue.AddAfter(key, deadline.Sub(c.now())+10*time.Millisecond)
+	return false, err
 }
 
 // reportPendingError writes an error that keeps a job from building into

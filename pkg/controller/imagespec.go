@@ -210,7 +210,7 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	// cancelled: the edit is the user asking again (the package may have
 	// been published since). A failure of the current generation's own
 	// job is not retried until the next edit.
-	if job == nil || (retryable(job) && specGeneration(job) < spec.Generation) {
+	if job == nil || needsNewAttempt(spec, job) {
 		attempt := nextAttempt(jobs, rev.tag)
 		name := AttemptJobName(spec.Name, rev.tag, attempt)
 		cause, causeMsg := causeOf(spec, jobs, rev, attempt)
@@ -260,9 +260,11 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 	return c.updateSpecStatus(ctx, spec, status)
 }
 
-// retryable: the job's revision may be built again by a new attempt.
-func retryable(j *v1alpha1.ImageSpecJob) bool {
-	return j.Status.Phase == v1alpha1.JobFailed || j.Status.Phase == v1alpha1.JobCancelled
+// needsNewAttempt: j, the newest attempt of spec's revision, failed or was
+// cancelled before the spec's latest edit, so the edit builds it again.
+func needsNewAttempt(spec *v1alpha1.ImageSpec, j *v1alpha1.ImageSpecJob) bool {
+	failed := j.Status.Phase == v1alpha1.JobFailed || j.Status.Phase == v1alpha1.JobCancelled
+	return failed && specGeneration(j) < spec.Generation
 }
 
 func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, rev desiredRevision, name string, attempt int, cause, causeMsg string) (*v1alpha1.ImageSpecJob, error) {

@@ -29,7 +29,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	if apierrors.IsNotFound(err) {
 		// Deleted: stop whatever still builds it and free its slot.
 		gone := &v1alpha1.ImageSpecJob{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-		if err, giveUp := c.boundedCancel(ctx, gone); err != nil {
+		if giveUp, err := c.boundedCancel(ctx, gone); err != nil {
 			if !giveUp {
 				return err
 			}
@@ -187,7 +187,7 @@ func applyBackendStatus(status *v1alpha1.ImageSpecJobStatus, bs backend.Status, 
 // stopJob cancels the build, if any, and records a final phase. The job
 // object stays, so its history is kept.
 func (c *Controller) stopJob(ctx context.Context, job *v1alpha1.ImageSpecJob, phase v1alpha1.ImageSpecJobPhase, reason, msg string) error {
-	if err, giveUp := c.boundedCancel(ctx, job); err != nil {
+	if giveUp, err := c.boundedCancel(ctx, job); err != nil {
 		if !giveUp {
 			return fmt.Errorf("%s backend: cancelling: %w", c.backend.Name(), err)
 		}
@@ -268,7 +268,9 @@ func (c *Controller) supersededBy(job *v1alpha1.ImageSpecJob) string {
 		if attempts[0].Name == job.Name {
 			return ""
 		}
-		current = "job " + attempts[0].Name
+		if !needsNewAttempt(spec, attempts[0]) {
+			current = "job " + attempts[0].Name
+		}
 	}
 	return current
 }

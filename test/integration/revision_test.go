@@ -116,7 +116,8 @@ func TestRevisionRetryAfterFailureOrCancel(t *testing.T) {
 		t.Fatalf("second attempt of %s is %s, want %s-2", jobA, jobA2, jobA)
 	}
 	waitForJobPhase(t, c, ns, jobA2, v1alpha1.JobRunning)
-	if j := waitForJobPhase(t, c, ns, jobB, v1alpha1.JobCancelled); j.Status.Reason != v1alpha1.ReasonSuperseded {
+	if j := waitForJobPhase(t, c, ns, jobB, v1alpha1.JobCancelled); j.Status.Reason != v1alpha1.ReasonSuperseded ||
+		!strings.Contains(j.Status.Message, jobA2) {
 		t.Fatalf("B: %+v", j.Status)
 	}
 	be.Succeed(ns+"/"+jobA2, digestA)
