@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -14,60 +15,32 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 )
 
-// lifecycleBackend starts a controller with one of the backends.
-type lifecycleBackend struct {
-	name  string
-	start func(t *testing.T, ns string, cfg ControllerConfig) *Controller
-	// stopped checks that nothing of the job's build is left.
-	stopped func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob)
-}
-
-// TestJobLifecycle runs each scenario once on each backend.
+// TestJobLifecycle runs each lifecycle scenario once on each backend of
+// the backends table: TestJobLifecycle/<backend>/<scenario>.
 func TestJobLifecycle(t *testing.T) {
-	scenarios := []struct {
+	lifecycle := []struct {
 		name string
-		run  func(t *testing.T, b lifecycleBackend)
+		run  func(t *testing.T, b Backend)
 	}{
 		{"PhasesOnlyMoveForward", testPhasesOnlyMoveForward},
 		{"DeleteSpecStopsBuild", testDeleteSpecStopsBuild},
 	}
-	t.Run("inprocess", func(t *testing.T) {
-		b := lifecycleBackend{
-			name: "inprocess",
-			start: func(t *testing.T, ns string, cfg ControllerConfig) *Controller {
-				c, _ := StartInprocessController(t, ns, cfg)
-				return c
-			},
-			stopped: func(*testing.T, string, *v1alpha1.ImageSpecJob) {},
-		}
-		for _, s := range scenarios {
-			t.Run(s.name, func(t *testing.T) { s.run(t, b) })
-		}
-	})
-	t.Run("buildahpod", func(t *testing.T) {
-		p := StartPodEnv(t)
-		b := lifecycleBackend{
-			name: "buildahpod",
-			start: func(t *testing.T, ns string, cfg ControllerConfig) *Controller {
-				c, _ := p.StartPodController(t, ns, cfg, nil)
-				return c
-			},
-			stopped: func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob) {
-				requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
-			},
-		}
-		for _, s := range scenarios {
-			t.Run(s.name, func(t *testing.T) { s.run(t, b) })
-		}
-	})
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.setup(t)
+			for _, sc := range lifecycle {
+				t.Run(sc.name, func(t *testing.T) { sc.run(t, b) })
+			}
+		})
+	}
 }
 
 // Every phase of a real build, as a watch (kubectl get -w) sees it, only
 // moves forward: the job's and the ImageSpec's.
-func testPhasesOnlyMoveForward(t *testing.T, b lifecycleBackend) {
+func testPhasesOnlyMoveForward(t *testing.T, b Backend) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
-	c := b.start(t, ns, ControllerConfig{})
+	c := b.Start(t, ns, ControllerConfig{})
 	jobPhases := watchJobPhases(t, c, ns)
 	specPhases := watchSpecPhases(t, c, ns)
 	createSpec(t, c, ns, "fwd", v1alpha1.ImageSpecSpec{
@@ -75,7 +48,7 @@ func testPhasesOnlyMoveForward(t *testing.T, b lifecycleBackend) {
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
 	})
 	job := WaitJob(t, c, ns, "fwd", "", buildTimeout)
-	requireBuiltBy(t, job, b.name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	requireBuiltBy(t, job, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 	// Give the watches the last events and a moment for any late report
 	// that would move a phase back.
 	time.Sleep(2 * time.Second)
@@ -83,23 +56,23 @@ func testPhasesOnlyMoveForward(t *testing.T, b lifecycleBackend) {
 	if err := forward(seq); err != nil || len(seq) == 0 || seq[len(seq)-1] != v1alpha1.JobSucceeded {
 		t.Errorf("job phases %v: %v", seq, err)
 	}
-	if b.name == "buildahpod" && (len(seq) < 2 || seq[len(seq)-2] != v1alpha1.JobRunning) {
+	if b.Name == "buildahpod" && (len(seq) < 2 || seq[len(seq)-2] != v1alpha1.JobRunning) {
 		t.Errorf("job phases %v: the pod build never showed Running", seq)
 	}
 	sseq := specPhases.of("fwd")
 	if err := forward(sseq); err != nil || len(sseq) == 0 || sseq[len(sseq)-1] != v1alpha1.JobSucceeded {
 		t.Errorf("ImageSpec phases %v: %v", sseq, err)
 	}
-	t.Logf("%s: job phases %v, ImageSpec phases %v", b.name, seq, sseq)
+	t.Logf("%s: job phases %v, ImageSpec phases %v", b.Name, seq, sseq)
 }
 
 // Deleting an ImageSpec mid-build stops the build at once (this cluster
 // has no garbage collector: the job stays) and nothing is pushed.
-func testDeleteSpecStopsBuild(t *testing.T, b lifecycleBackend) {
+func testDeleteSpecStopsBuild(t *testing.T, b Backend) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
 	index := newHangingIndex(t)
-	c := b.start(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)})
+	c := b.Start(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)})
 	createSpec(t, c, ns, "doomed", v1alpha1.ImageSpecSpec{
 		BaseImage: env.BaseImage,
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
@@ -124,8 +97,11 @@ func testDeleteSpecStopsBuild(t *testing.T, b lifecycleBackend) {
 	if took > 20*time.Second {
 		t.Errorf("the build stopped %s after the ImageSpec was deleted", took)
 	}
-	t.Logf("%s: build stopped %s after the ImageSpec was deleted", b.name, took.Round(time.Millisecond))
-	b.stopped(t, ns, job)
+	t.Logf("%s: build stopped %s after the ImageSpec was deleted", b.Name, took.Round(time.Millisecond))
+	// No build pod is left (the inprocess backend never has one).
+	if _, err := c.Clients.Kube.CoreV1().Pods(ns).Get(context.Background(), buildahpod.PodName(job.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("build pod of %s after its ImageSpec was deleted: %v", job.Name, err)
+	}
 	index.Release()
 	time.Sleep(3 * time.Second)
 	if TagExists(t, env.Registry, job.Spec.TargetImage) {
