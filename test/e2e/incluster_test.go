@@ -23,6 +23,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // What artifacts/deploy installs.
@@ -185,35 +186,34 @@ func TestInCluster(t *testing.T) {
 		}
 	}
 
-	password := env.Registry.Password
+	cred := RegistryCredential(env.Registry)
 	cur, err := p.Kube.CoreV1().Pods(systemNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	podJSON, _ := json.Marshal(cur)
-	if strings.Contains(string(podJSON), password) {
-		t.Error("the registry password appears in the controller pod")
-	}
-	// The process environment the container really got.
-	if out, err := cp.Kubectl(ctx, "-n", systemNamespace, "exec", pod.Name, "--", "/usr/bin/env"); err != nil {
-		t.Errorf("reading the container's environment: %v", err)
-	} else if strings.Contains(string(out), password) || !strings.Contains(string(out), "POD_NAMESPACE="+systemNamespace) {
-		t.Errorf("the container's environment holds the password or lacks POD_NAMESPACE:\n%s", redact(string(out), password))
-	}
-	if strings.Contains(string(logs), password) {
-		t.Error("the registry password appears in the controller log")
+	podJSON, err := secretscan.JSON(cur)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cms, err := p.Kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cm := range cms.Items {
-		b, _ := json.Marshal(cm)
-		if strings.Contains(string(b), password) {
-			t.Errorf("the registry password appears in ConfigMap %s/%s", cm.Namespace, cm.Name)
-		}
+	cmsJSON, err := secretscan.JSON(cms)
+	if err != nil {
+		t.Fatal(err)
 	}
-	env.ScanSecrets(t, c, ns, nil, password)
+	sources := map[string]string{"the controller pod": podJSON, "the controller log": string(logs), "ConfigMaps": cmsJSON}
+	// The process environment the container really got.
+	if out, err := cp.Kubectl(ctx, "-n", systemNamespace, "exec", pod.Name, "--", "/usr/bin/env"); err != nil {
+		t.Errorf("reading the container's environment: %v", err)
+	} else if sources["the container's environment"] = string(out); !strings.Contains(string(out), "POD_NAMESPACE="+systemNamespace) {
+		t.Errorf("the container's environment lacks POD_NAMESPACE:\n%s", redact(string(out), cred.Password))
+	}
+	for _, where := range secretscan.Find(sources, cred) {
+		t.Errorf("the registry credentials appear in %s", where)
+	}
+	env.ScanSecrets(t, c, ns, nil, RegistryCredential(env.Registry))
 }
 
 // buildControllerImage builds the controller image from this repo with

@@ -18,6 +18,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // A wrong registry password fails the push, and the password (nor the
@@ -45,7 +46,8 @@ func TestInprocessWrongPassword(t *testing.T) {
 	if TagExists(t, env.Registry, job.Spec.TargetImage) {
 		t.Errorf("%s exists after a refused push", job.Spec.TargetImage)
 	}
-	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, wrong, env.Registry.Password)
+	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)},
+		secretscan.Credential{User: env.Registry.Username, Password: wrong}, RegistryCredential(env.Registry))
 }
 
 // hangingIndex is a package index that answers no request until Release:

@@ -16,6 +16,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // startRegistry runs one more registry for a test, trusted through the
@@ -99,7 +100,7 @@ func TestInprocessJSONKeyCredentials(t *testing.T) {
 	if string(dec) != "_json_key:"+keyfile {
 		t.Errorf("push Secret does not hold _json_key and the keyfile for %s", r.Host)
 	}
-	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, keyfile, base64.StdEncoding.EncodeToString(dec))
+	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, secretscan.Credential{User: "_json_key", Password: keyfile})
 }
 
 // A base image in a registry only its pull Secret opens: with the Secret
@@ -132,7 +133,7 @@ func TestInprocessPrivateBaseImage(t *testing.T) {
 	})
 	job = WaitJob(t, c, ns, "no-secret", "", buildTimeout)
 	requirePhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
-	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, r.Password, env.Registry.Password)
+	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, RegistryCredential(r), RegistryCredential(env.Registry))
 }
 
 // TLS is verified unless a registry is listed as insecure, and nothing

@@ -50,6 +50,7 @@ import (
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/pypi"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // Env is what the tests of this package share.
@@ -582,35 +583,41 @@ func (e *Env) RunInImage(tb testing.TB, r *registry.Registry, ref, script string
 	return out
 }
 
-// ScanSecrets fails the test when any of secrets appears in the captured
-// logs, in the namespace's events, ImageSpecs, ImageSpecJobs, or in the
-// given files.
-func (e *Env) ScanSecrets(tb testing.TB, c *Controller, namespace string, files []string, secrets ...string) {
+// RegistryCredential is r's login, for ScanSecrets.
+func RegistryCredential(r *registry.Registry) secretscan.Credential {
+	return secretscan.Credential{User: r.Username, Password: r.Password}
+}
+
+// ScanSecrets fails the test when any form of the credentials (see
+// secretscan) appears in the captured logs, in the namespace's events,
+// ImageSpecs, ImageSpecJobs or ConfigMaps, or in the given files.
+func (e *Env) ScanSecrets(tb testing.TB, c *Controller, namespace string, files []string, creds ...secretscan.Credential) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sources := map[string]string{"logs": e.Logs.String()}
-	events, err := c.Clients.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		tb.Fatal(err)
+	add := func(name string, list any, err error) {
+		tb.Helper()
+		if err != nil {
+			tb.Fatalf("listing %s to scan: %v", name, err)
+		}
+		text, err := secretscan.JSON(list)
+		if err != nil {
+			tb.Fatalf("listing %s to scan: %v", name, err)
+		}
+		sources[name] = text
 	}
-	if len(events.Items) == 0 {
+	events, err := c.Clients.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
+	add("events", events, err)
+	if err == nil && len(events.Items) == 0 {
 		tb.Errorf("no events in %s: the scan would prove nothing", namespace)
 	}
-	b, _ := json.Marshal(events)
-	sources["events"] = string(b)
 	specs, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, _ = json.Marshal(specs)
-	sources["imagespecs"] = string(b)
+	add("imagespecs", specs, err)
 	jobs, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, _ = json.Marshal(jobs)
-	sources["imagespecjobs"] = string(b)
+	add("imagespecjobs", jobs, err)
+	cms, err := c.Clients.Kube.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
+	add("configmaps", cms, err)
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -618,11 +625,7 @@ func (e *Env) ScanSecrets(tb testing.TB, c *Controller, namespace string, files 
 		}
 		sources[f] = string(b)
 	}
-	for name, text := range sources {
-		for _, s := range secrets {
-			if s != "" && strings.Contains(text, s) {
-				tb.Errorf("a secret appears in %s", name)
-			}
-		}
+	for _, where := range secretscan.Find(sources, creds...) {
+		tb.Errorf("a secret appears in %s", where)
 	}
 }

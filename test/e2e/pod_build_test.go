@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // TestBuildahPod runs the buildahpod backend against a real node: the
@@ -89,13 +89,16 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 	if !strings.Contains(cm.Data["Dockerfile.user"], `"e2e-hello==1.0"`) {
 		t.Errorf("ConfigMap Dockerfile.user:\n%s", cm.Data["Dockerfile.user"])
 	}
+	objects := map[string]string{}
 	for name, obj := range map[string]any{"pod": pod, "configmap": cm} {
-		b, _ := json.Marshal(obj)
-		if strings.Contains(string(b), env.Registry.Password) {
-			t.Errorf("the registry password appears in the %s", name)
+		if objects[name], err = secretscan.JSON(obj); err != nil {
+			t.Fatal(err)
 		}
 	}
-	env.ScanSecrets(t, c, ns, nil, env.Registry.Password)
+	for _, where := range secretscan.Find(objects, RegistryCredential(env.Registry)) {
+		t.Errorf("the registry credentials appear in the %s", where)
+	}
+	env.ScanSecrets(t, c, ns, nil, RegistryCredential(env.Registry))
 
 	out := env.RunInImage(t, env.Registry, job.Status.Image,
 		`id -un; jq --version; python3 -c 'import e2e_hello; print(e2e_hello.greet(), e2e_hello.__version__)'`)
@@ -150,7 +153,7 @@ func testPodWrongPushPassword(t *testing.T, p *PodEnv) {
 	if TagExists(t, env.Registry, job.Spec.TargetImage) {
 		t.Errorf("%s exists after a refused push", job.Spec.TargetImage)
 	}
-	env.ScanSecrets(t, c, ns, nil, wrong, env.Registry.Password)
+	env.ScanSecrets(t, c, ns, nil, secretscan.Credential{User: env.Registry.Username, Password: wrong}, RegistryCredential(env.Registry))
 }
 
 // runningJob waits for the ImageSpec's job (other than notJob) to run

@@ -29,6 +29,7 @@ import (
 
 const (
 	testRepoPrefix = "registry.test.example/images"
+	testUser       = "robot"
 	testPassword   = "integration-secret-P4ss"
 	waitTimeout    = 60 * time.Second
 )
@@ -63,7 +64,7 @@ func defaultControllerOptions(namespace string) app.Options {
 		QPS:       -1,
 		Controller: controller.Options{
 			Registry: config.Registry{
-				Host: "registry.test.example", Username: "robot", Password: config.NewSecret(testPassword), RepoPrefix: testRepoPrefix,
+				Host: "registry.test.example", Username: testUser, Password: config.NewSecret(testPassword), RepoPrefix: testRepoPrefix,
 			},
 			BuildTimeout:          10 * time.Minute,
 			SucceededHistoryLimit: 5,

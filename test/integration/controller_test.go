@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend/backendtest"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -72,19 +72,32 @@ func TestControllerCreateToSuccess(t *testing.T) {
 }
 
 // assertNoPassword scans what users can read besides the Secret: status,
-// events and ConfigMaps.
+// events and ConfigMaps, for every form of the credentials (see
+// secretscan), and fails when a list cannot be read.
 func assertNoPassword(t *testing.T, ns string) {
 	t.Helper()
 	cs, kc := clients(t)
-	specs, _ := cs.PrimehubV1alpha1().ImageSpecs(ns).List(context.Background(), metav1.ListOptions{})
-	jobs, _ := cs.PrimehubV1alpha1().ImageSpecJobs(ns).List(context.Background(), metav1.ListOptions{})
-	events, _ := kc.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
-	cms, _ := kc.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{})
-	for _, obj := range []interface{}{specs, jobs, events, cms} {
-		b, _ := json.Marshal(obj)
-		if strings.Contains(string(b), testPassword) {
-			t.Fatalf("the registry password appears in %T", obj)
+	ctx := context.Background()
+	sources := map[string]string{}
+	add := func(name string, list any, err error) {
+		t.Helper()
+		if err == nil {
+			sources[name], err = secretscan.JSON(list)
 		}
+		if err != nil {
+			t.Fatalf("listing %s to scan: %v", name, err)
+		}
+	}
+	specs, err := cs.PrimehubV1alpha1().ImageSpecs(ns).List(ctx, metav1.ListOptions{})
+	add("imagespecs", specs, err)
+	jobs, err := cs.PrimehubV1alpha1().ImageSpecJobs(ns).List(ctx, metav1.ListOptions{})
+	add("imagespecjobs", jobs, err)
+	events, err := kc.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	add("events", events, err)
+	cms, err := kc.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	add("configmaps", cms, err)
+	for _, where := range secretscan.Find(sources, secretscan.Credential{User: testUser, Password: testPassword}) {
+		t.Errorf("the registry credentials appear in %s", where)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/backendtest"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
 
 // scrape parses /metrics; the text must be valid Prometheus exposition.
@@ -127,8 +128,8 @@ func TestMetricsAfterBuilds(t *testing.T) {
 	if v, _ := sample(after, "imagespec_leader", nil); v != 1 {
 		t.Errorf("imagespec_leader %v for a controller without leader election", v)
 	}
-	if strings.Contains(text, testPassword) {
-		t.Fatal("/metrics shows the registry password")
+	if found := secretscan.Find(map[string]string{"/metrics": text}, secretscan.Credential{User: testUser, Password: testPassword}); len(found) > 0 {
+		t.Fatalf("/metrics shows the registry credentials: %v", found)
 	}
 }
 
