@@ -489,6 +489,20 @@ func TestHistoryLimits(t *testing.T) {
 	if fmt.Sprint(deleted) != fmt.Sprint(want) {
 		t.Fatalf("deleted %v, want %v", deleted, want)
 	}
+	// What stays: the job whose image is in use and the newest of each kind.
+	kept := map[string]bool{}
+	for _, n := range names {
+		if !deleted[n] {
+			kept[n] = true
+		}
+	}
+	wantKept := map[string]bool{
+		"hist-succeeded-0": true, "hist-succeeded-4": true, "hist-succeeded-5": true,
+		"hist-failed-4": true, "hist-failed-5": true,
+	}
+	if fmt.Sprint(kept) != fmt.Sprint(wantKept) {
+		t.Fatalf("kept %v, want %v", kept, wantKept)
+	}
 }
 
 func TestPushSecret(t *testing.T) {
