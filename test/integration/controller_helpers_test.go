@@ -40,8 +40,9 @@ type runningController struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when app.Run returned, with err set
 	err    error
-	// writes counts the controller's mutating API requests.
-	writes *atomic.Int64
+	// writes counts the controller's mutating API requests, conflicts
+	// those the API server answered 409 Conflict.
+	writes, conflicts *atomic.Int64
 }
 
 func (r *runningController) stop(t *testing.T) {
@@ -77,18 +78,32 @@ func defaultControllerOptions(namespace string) app.Options {
 // test ends (or stop is called). writes counts its mutating requests.
 func startController(tb testing.TB, be *backendtest.Scripted, opts app.Options) *runningController {
 	tb.Helper()
+	return startControllerObserved(tb, be, opts, nil)
+}
+
+// startControllerObserved is startController with beforeWrite called
+// before each of the controller's mutating requests is sent.
+func startControllerObserved(tb testing.TB, be *backendtest.Scripted, opts app.Options, beforeWrite func(*http.Request)) *runningController {
+	tb.Helper()
 	cfg := rest.CopyConfig(SharedControlPlane(tb).RESTConfig)
-	writes := &atomic.Int64{}
+	writes, conflicts := &atomic.Int64{}, &atomic.Int64{}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			if req.Method != http.MethodGet {
 				writes.Add(1)
+				if beforeWrite != nil {
+					beforeWrite(req)
+				}
 			}
-			return rt.RoundTrip(req)
+			resp, err := rt.RoundTrip(req)
+			if err == nil && resp.StatusCode == http.StatusConflict {
+				conflicts.Add(1)
+			}
+			return resp, err
 		})
 	})
 	r := startControllerWithConfig(tb, cfg, be, opts)
-	r.writes = writes
+	r.writes, r.conflicts = writes, conflicts
 	return r
 }
 
@@ -100,7 +115,7 @@ func startControllerWithConfig(tb testing.TB, cfg *rest.Config, be *backendtest.
 	}
 	logger, _ := ktesting.NewTestContext(tb)
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
-	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: &atomic.Int64{}}
+	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: &atomic.Int64{}, conflicts: &atomic.Int64{}}
 	go func() {
 		r.err = app.Run(ctx, clients, be, opts)
 		close(r.done)

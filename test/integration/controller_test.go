@@ -3,8 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,28 +280,47 @@ func TestControllerRetriesConflicts(t *testing.T) {
 	ns := NewTestNamespace(t)
 	c, _ := clients(t)
 	be := backendtest.NewScripted()
-	startController(t, be, defaultControllerOptions(ns))
-	createSpec(t, c, newImageSpec(ns, "busy", v1alpha1.Packages{Apt: []string{"git"}}))
-	name := currentJobName(t, c, ns, "busy", 1)
-	waitForJobPhase(t, c, ns, name, v1alpha1.JobRunning)
-
-	// Someone else keeps changing the job and the spec while the build
-	// finishes: the controller's writes hit stale resourceVersions and
-	// must retry until the status is right.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, touch := range []func(int) error{
-		func(i int) error {
+	var name string // the job, known once the controller created it
+	touch := map[string]func(int) error{
+		"imagespecjobs": func(i int) error {
 			p := []byte(fmt.Sprintf(`{"metadata":{"annotations":{"touched":"%d"}}}`, i))
 			_, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Patch(context.Background(), name, "application/merge-patch+json", p, metav1.PatchOptions{})
 			return err
 		},
-		func(i int) error {
+		"imagespecs": func(i int) error {
 			p := []byte(fmt.Sprintf(`{"metadata":{"annotations":{"touched":"%d"}}}`, i))
 			_, err := c.PrimehubV1alpha1().ImageSpecs(ns).Patch(context.Background(), "busy", "application/merge-patch+json", p, metav1.PatchOptions{})
 			return err
 		},
-	} {
+	}
+	// Once the build has finished, the first status write of the job and
+	// of the spec is preceded by another writer's change, so it carries a
+	// stale resourceVersion for certain: a real 409 from the API server.
+	var finished atomic.Bool
+	var staled sync.Map
+	ctrl := startControllerObserved(t, be, defaultControllerOptions(ns), func(req *http.Request) {
+		if !finished.Load() || req.Method != http.MethodPut || !strings.HasSuffix(req.URL.Path, "/status") {
+			return
+		}
+		for resource, f := range touch {
+			if strings.Contains(req.URL.Path, "/"+resource+"/") {
+				if _, done := staled.LoadOrStore(resource, true); !done {
+					if err := f(-1); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}
+	})
+	createSpec(t, c, newImageSpec(ns, "busy", v1alpha1.Packages{Apt: []string{"git"}}))
+	name = currentJobName(t, c, ns, "busy", 1)
+	waitForJobPhase(t, c, ns, name, v1alpha1.JobRunning)
+
+	// Besides, someone else keeps changing the job and the spec while the
+	// build finishes: the controller must retry until the status is right.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, f := range touch {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -309,7 +330,7 @@ func TestControllerRetriesConflicts(t *testing.T) {
 					return
 				default:
 				}
-				if err := touch(i); err != nil {
+				if err := f(i); err != nil {
 					t.Error(err)
 					return
 				}
@@ -317,6 +338,7 @@ func TestControllerRetriesConflicts(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
+	finished.Store(true)
 	be.Succeed(ns+"/"+name, digestA)
 	waitForJobPhase(t, c, ns, name, v1alpha1.JobSucceeded)
 	waitForSpec(t, c, ns, "busy", "Ready", func(s *v1alpha1.ImageSpec) bool {
@@ -325,6 +347,15 @@ func TestControllerRetriesConflicts(t *testing.T) {
 	})
 	close(stop)
 	wg.Wait()
+	for _, resource := range []string{"imagespecjobs", "imagespecs"} {
+		if _, ok := staled.Load(resource); !ok {
+			t.Errorf("the controller wrote no %s status after the build finished", resource)
+		}
+	}
+	if n := ctrl.conflicts.Load(); n < 2 {
+		t.Errorf("the API server answered %d conflicts, want at least the 2 made certain", n)
+	}
+	t.Logf("%d writes, %d conflicts", ctrl.writes.Load(), ctrl.conflicts.Load())
 }
 
 func TestControllerInvalidSpec(t *testing.T) {
