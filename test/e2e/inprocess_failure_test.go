@@ -95,7 +95,9 @@ func newHangingIndex(t *testing.T) *hangingIndex {
 }
 
 // Cancelling a job mid-build stops the running step, pushes nothing, and
-// leaves no build container or mount behind.
+// leaves no build container or mount behind. The package the cancelled
+// step waits for is served once the cancel is done, so a build that
+// survived its cancel would go on to push: the same inputs, rebuilt, do.
 func TestInprocessCancelMidBuild(t *testing.T) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
@@ -106,7 +108,7 @@ func TestInprocessCancelMidBuild(t *testing.T) {
 	}})
 	createSpec(t, c, ns, "slow", v1alpha1.ImageSpecSpec{
 		BaseImage: env.BaseImage,
-		Packages:  v1alpha1.Packages{Pip: []string{"e2e-never-served"}},
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
 	})
 	select {
 	case <-index.hit:
@@ -138,9 +140,7 @@ func TestInprocessCancelMidBuild(t *testing.T) {
 	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonCancelled {
 		t.Fatalf("job %s: %s/%s, want Cancelled: %s", job.Name, job.Status.Phase, job.Status.Reason, job.Status.Message)
 	}
-	if TagExists(t, env.Registry, job.Spec.TargetImage) {
-		t.Errorf("%s was pushed by a cancelled build", job.Spec.TargetImage)
-	}
+	cancelled := job
 	log, err := os.ReadFile(be.LogPath(ns, job.Name))
 	if err != nil {
 		t.Fatal(err)
@@ -180,5 +180,18 @@ func TestInprocessCancelMidBuild(t *testing.T) {
 		if len(fields) > 4 && strings.HasPrefix(fields[4], env.StorageDir) && strings.HasSuffix(fields[4], "/merged") {
 			t.Errorf("still mounted: %s", fields[4])
 		}
+	}
+
+	// Served from now on: the rebuild of the same packages succeeds and
+	// pushes, while the cancelled build's image never appears.
+	index.Release()
+	updateSpec(t, c, ns, "slow", func(s *v1alpha1.ImageSpecSpec) { s.UpdateTime = "2026-12-01T00:00:00Z" })
+	rebuilt := WaitJob(t, c, ns, "slow", cancelled.Name, buildTimeout)
+	requirePhase(t, rebuilt, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if !TagExists(t, env.Registry, rebuilt.Spec.TargetImage) {
+		t.Errorf("%s was not pushed by the rebuild", rebuilt.Spec.TargetImage)
+	}
+	if TagExists(t, env.Registry, cancelled.Spec.TargetImage) {
+		t.Errorf("%s was pushed by a cancelled build", cancelled.Spec.TargetImage)
 	}
 }
