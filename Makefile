@@ -6,7 +6,16 @@ PKGS_NOT_GENERATED = $(shell $(GO) list ./... | grep -v /pkg/generated/)
 GOFILES_NOT_GENERATED = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^pkg/generated/' | grep -v '^hack/kube-tools/' )
 FUZZTIME ?= 30s
 
-.PHONY: all build image generate verify verify-codegen fmt vet deps test test-unit test-go fuzz dev clean
+# Unit and integration tests: they run under the race detector.
+RACE_PKGS := ./pkg/... ./cmd/... ./test/integration/... ./test/framework/...
+# Builds with real buildah, which the race detector slows several-fold
+# without covering more of our code: the e2e suite and the make dev path.
+E2E_PKGS := ./test/e2e/... ./hack/...
+# The inprocess backend's documented --isolation=oci, run on the tests that
+# exercise RUN steps and their cleanup.
+OCI_TESTS := ^TestInprocess(BuildAptAndPip|CancelMidBuild)$$
+
+.PHONY: all build image generate verify verify-codegen fmt vet deps test test-unit test-go test-race test-e2e test-oci verify-cold fuzz dev clean
 
 all: build
 
@@ -42,12 +51,29 @@ deps:
 	hack/install-kube-binaries.sh >/dev/null
 
 # All tests: generated code and formatting checks, unit, integration
-# (real kube-apiserver + etcd), end-to-end (real registry, buildah, kubelet)
-# and a bounded fuzz run. Needs root.
+# (real kube-apiserver + etcd) under the race detector, end-to-end (real
+# registry, buildah, kubelet), the e2e tests again with oci isolation, and a
+# bounded fuzz run. Needs root.
 test: deps verify test-go fuzz
 
-test-go:
-	$(GO) test -tags '$(BUILD_TAGS)' -timeout 60m -count=1 ./...
+test-go: test-race test-e2e test-oci
+
+test-race:
+	$(GO) test -race -tags '$(BUILD_TAGS)' -timeout 60m -count=1 $(RACE_PKGS)
+
+test-e2e:
+	$(GO) test -tags '$(BUILD_TAGS)' -timeout 60m -count=1 $(E2E_PKGS)
+
+test-oci:
+	E2E_ISOLATION=oci $(GO) test -tags '$(BUILD_TAGS)' -timeout 30m -count=1 ./test/e2e -run '$(OCI_TESTS)'
+
+# make verify against an empty Go module cache: every script must download
+# what it uses (a warm cache hides a missing download). -trimpath keeps the
+# build cache usable across cache directories.
+verify-cold:
+	@cold=$$(mktemp -d); trap 'chmod -R u+w "$$cold"; rm -rf "$$cold"' EXIT; \
+	echo "== make verify with an empty module cache ($$cold)"; \
+	GOMODCACHE=$$cold GOFLAGS="$$($(GO) env GOFLAGS) -trimpath" $(MAKE) --no-print-directory verify
 
 # Fast tests only: no control plane, registry or builds.
 test-unit:
