@@ -542,8 +542,9 @@ func TestNodeLeftoversOfAKilledProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var childLog strings.Builder
-	cmd.Stderr = &childLog
+	// The child's stderr and the scanner below both write to it.
+	childLog := newSyncBuffer()
+	cmd.Stderr = childLog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +554,7 @@ func TestNodeLeftoversOfAKilledProgram(t *testing.T) {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
-			childLog.WriteString(line + "\n")
+			_, _ = childLog.Write([]byte(line + "\n"))
 			if dir, ok := strings.CutPrefix(line, "NODE-READY "); ok {
 				ready <- dir
 			}
