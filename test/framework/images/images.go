@@ -32,7 +32,7 @@ const (
 	DebianPython = "debian-python" // debian + python3, pip; user app (1000)
 	Busybox      = "busybox"       // static busybox only, about 1 MB
 	Pause        = "pause"         // the kubelet's sandbox image
-	Builder      = "builder"       // debian + buildah, BUILDAH_ISOLATION=chroot
+	Builder      = "builder"       // debian + buildah v1.40.1 (hack/images/buildah), BUILDAH_ISOLATION=chroot
 	// DebianConda is debian-python with a conda-style prefix /opt/conda (a
 	// venv owned by app, first on PATH) and a stand-in conda command that
 	// records its calls and installs from http(s) channels taken as PEP 503
@@ -57,7 +57,7 @@ type recipe struct {
 var recipes = map[string]recipe{
 	Debian:       {mirror: true, host: []string{"/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/apt.conf.d"}},
 	DebianPython: {base: Debian},
-	Builder:      {base: Debian},
+	Builder:      {base: Debian, files: []string{"../install-buildah.sh", "buildah/go.mod", "buildah/go.sum"}},
 	DebianConda:  {base: DebianPython, files: []string{"conda/conda"}},
 	Notebook:     {base: Debian, files: []string{"conda/conda"}},
 	Busybox:      {host: []string{"/bin/busybox"}},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,7 +170,8 @@ func TestPushedImages(t *testing.T) {
 		// works in a build.
 		{Debian, "", []string{"sh", "-c", "apt-get update -qq && echo apt-ok"}, "apt-ok"},
 		{DebianPython, "app", []string{"sh", "-c", "id -un; python3 -m pip --version"}, "app\npip "},
-		{Builder, "", []string{"buildah", "--version"}, "buildah version"},
+		// The version pinned for the test builder, the shipped default's.
+		{Builder, "", []string{"buildah", "--version"}, "buildah version " + pinnedBuildah(t) + " "},
 		{DebianConda, "app", []string{"sh", "-c", "conda --version; command -v python"}, "conda 24.1.2 (stand-in)\n/opt/conda/bin/python"},
 		// docker-stacks' layout: everything in the prefix and the home is
 		// jovyan's, group users, group-writable, setgid directories.
@@ -353,4 +355,23 @@ func runWith(t *testing.T, archive, user string, runArgs []string, cmd ...string
 		t.Fatal(err)
 	}
 	return out
+}
+
+// pinnedBuildah is the buildah version hack/images/buildah/go.mod pins,
+// without its leading v.
+func pinnedBuildah(t *testing.T) string {
+	t.Helper()
+	dir, err := ScriptsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "buildah", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^require github\.com/containers/buildah v(\S+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("hack/images/buildah/go.mod pins no buildah version")
+	}
+	return string(m[1])
 }
