@@ -44,11 +44,12 @@ vet:
 	$(GO) vet -tags '$(BUILD_TAGS)' ./...
 
 # Everything the tests run against: Debian packages (registry, buildah,
-# containerd, ...) and the pinned Kubernetes and etcd binaries, built once
-# and cached by version.
+# containerd, ...), the pinned Kubernetes and etcd binaries and the buildah
+# command of the test builder image, built once and cached by version.
 deps:
 	hack/install-test-deps.sh
 	hack/install-kube-binaries.sh >/dev/null
+	hack/install-buildah.sh >/dev/null
 
 # All tests: generated code and formatting checks, unit, integration
 # (real kube-apiserver + etcd) under the race detector, end-to-end (real
