@@ -84,6 +84,7 @@ type inprocessFlags struct {
 	insecureRegistries        stringList
 	maxBuilds                 int
 	reproducible              bool
+	allowInCluster            bool
 }
 
 func main() {
@@ -124,6 +125,7 @@ func main() {
 	flag.StringVar(&f.inprocess.registryCertsDir, "registry-certs-dir", "", "inprocess backend: a dir with ca.crt trusted for every registry, or a certs.d-style tree of <host[:port]>/ca.crt. The system's CAs are trusted too.")
 	flag.Var(&f.inprocess.insecureRegistries, "insecure-registry", "inprocess backend: a registry host[:port] reached without TLS verification or over plain http (repeatable). TLS is verified for every other registry.")
 	flag.IntVar(&f.inprocess.maxBuilds, "inprocess-max-builds", 0, "inprocess backend: at most this many builds run at once in this process (besides --max-concurrent-builds). 0 means no limit of its own.")
+	flag.BoolVar(&f.inprocess.allowInCluster, "inprocess-allow-in-cluster", false, "inprocess backend: run it inside a cluster (KUBERNETES_SERVICE_HOST set) all the same. Its builds run package scripts as root in the controller's own process, next to the controller's credentials: it is no security boundary between tenants. Without this flag the controller refuses to start so.")
 	flag.BoolVar(&f.inprocess.reproducible, "reproducible", false, "inprocess backend: stamp images and new files with the Unix epoch and build with SOURCE_DATE_EPOCH=0, so the same inputs give the same image; pip layers are then reproducible, apt layers are not (dpkg logs wall-clock times).")
 	flag.StringVar(&f.buildahpod.image, "builder-image", buildahpod.DefaultBuilderImage, "buildahpod backend: the image build pods run; it needs buildah and a POSIX shell.")
 	flag.StringVar(&f.buildahpod.pullPolicy, "builder-image-pull-policy", string(corev1.PullIfNotPresent), "buildahpod backend: pull policy of the builder image (Always, IfNotPresent, Never).")
@@ -153,6 +155,10 @@ func main() {
 
 func run(ctx context.Context, f flags, ops opsFlags) error {
 	logger := klog.FromContext(ctx)
+	if f.backendName == inprocess.Name && os.Getenv("KUBERNETES_SERVICE_HOST") != "" && !f.inprocess.allowInCluster {
+		return fmt.Errorf("--backend=inprocess inside a cluster runs every tenant's package scripts as root in this process, " +
+			"which holds the controller's credentials: use --backend=buildahpod, or set --inprocess-allow-in-cluster to accept that it is no security boundary")
+	}
 	settings, err := loadSettings(f.envFile)
 	if err != nil {
 		return err

@@ -32,11 +32,14 @@ type buildLog struct {
 	runStart time.Time
 }
 
+// openBuildLog creates the log readable by its owner only: a build log
+// shows what a tenant built and how, which other users of the machine have
+// no business reading.
 func openBuildLog(path string) (*buildLog, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
