@@ -53,12 +53,14 @@ func runBinary(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuff
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	// done hands the exit to the test; exited tells the cleanup, which
+	// must not wait on done when the test already took the value.
+	done, exited := make(chan error, 1), make(chan struct{})
+	go func() { done <- cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(30 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		}
@@ -126,4 +128,38 @@ func TestBinaryRejectsInvalidSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Inside a cluster the inprocess backend is refused unless the operator
+// accepts, by flag, that it is no security boundary between tenants.
+func TestBinaryInprocessInCluster(t *testing.T) {
+	settings := []string{config.EnvFeatureCustomImage + "=true", config.EnvRepoPrefix + "=" + testRepoPrefix,
+		"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=443"}
+	t.Run("refused", func(t *testing.T) {
+		_, out, done := runBinary(t, settings, "--backend", "inprocess", "--leader-elect=false")
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("exited 0:\n%s", out.String())
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("still running:\n%s", out.String())
+		}
+		if !strings.Contains(out.String(), "--inprocess-allow-in-cluster") {
+			t.Fatalf("the error does not name --inprocess-allow-in-cluster:\n%s", out.String())
+		}
+	})
+	t.Run("allowed by flag", func(t *testing.T) {
+		ns := NewTestNamespace(t)
+		_, out, done := runBinary(t, settings, "--backend", "inprocess", "--leader-elect=false", "--namespace", ns,
+			"--inprocess-allow-in-cluster", "--inprocess-storage-dir", t.TempDir())
+		waitFor(t, "the controller to start the inprocess backend", func() (bool, string) {
+			return strings.Contains(out.String(), `backend="inprocess"`), out.String()
+		})
+		select {
+		case err := <-done:
+			t.Fatalf("the controller exited: %v\n%s", err, out.String())
+		case <-time.After(3 * time.Second):
+		}
+	})
 }
