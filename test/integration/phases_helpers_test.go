@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 
@@ -53,20 +52,4 @@ func (l *phaseLog) of(job string) []v1alpha1.ImageSpecJobPhase {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]v1alpha1.ImageSpecJobPhase(nil), l.phases[job]...)
-}
-
-var phaseOrder = map[v1alpha1.ImageSpecJobPhase]int{
-	v1alpha1.JobPending: 1, v1alpha1.JobRunning: 2,
-	v1alpha1.JobSucceeded: 3, v1alpha1.JobFailed: 3, v1alpha1.JobCancelled: 3,
-}
-
-// forward reports whether seq never moves back and holds at most one
-// final phase.
-func forward(seq []v1alpha1.ImageSpecJobPhase) error {
-	for i := 1; i < len(seq); i++ {
-		if phaseOrder[seq[i]] <= phaseOrder[seq[i-1]] {
-			return fmt.Errorf("phase went from %s to %s in %v", seq[i-1], seq[i], seq)
-		}
-	}
-	return nil
 }
