@@ -49,7 +49,7 @@ vet:
 deps:
 	hack/install-test-deps.sh
 	hack/install-kube-binaries.sh >/dev/null
-	hack/install-buildah.sh >/dev/null
+	hack/images/buildah/install.sh >/dev/null
 
 # All tests: generated code and formatting checks, unit, integration
 # (real kube-apiserver + etcd) under the race detector, end-to-end (real

@@ -1,12 +1,12 @@
 # builder: debian + the buildah command the shipped default builder image
 # (quay.io/buildah/stable) runs, built at the same pinned version from the
-# Go module proxy by hack/install-buildah.sh. It is the image the pod
+# Go module proxy by buildah/install.sh. It is the image the pod
 # backend runs builds in; chroot isolation needs no runtime and no
 # privileged pod.
 . "$(dirname "$0")/lib.sh"
 : "${BASE_ARCHIVE:?}"
 
-buildah_bin=$("$IMAGES_DIR/../install-buildah.sh" | tail -n 1)
+buildah_bin=$("$IMAGES_DIR/buildah/install.sh" | tail -n 1)
 ctr=$(bah from --quiet --pull-never "oci-archive:$BASE_ARCHIVE")
 bah copy --quiet --chmod 0755 "$ctr" "$buildah_bin" /usr/bin/buildah >/dev/null
 run_in "$ctr" '

@@ -57,7 +57,7 @@ type recipe struct {
 var recipes = map[string]recipe{
 	Debian:       {mirror: true, host: []string{"/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/apt.conf.d"}},
 	DebianPython: {base: Debian},
-	Builder:      {base: Debian, files: []string{"../install-buildah.sh", "buildah/go.mod", "buildah/go.sum"}},
+	Builder:      {base: Debian, files: []string{"buildah/install.sh", "buildah/go.mod", "buildah/go.sum"}},
 	DebianConda:  {base: DebianPython, files: []string{"conda/conda"}},
 	Notebook:     {base: Debian, files: []string{"conda/conda"}},
 	Busybox:      {host: []string{"/bin/busybox"}},

@@ -253,7 +253,14 @@ func TestBuilderBuildsAndPushes(t *testing.T) {
 	script := `set -e
 mkdir -p /ctx
 printf 'FROM ` + reg.Host + `/base/busybox:1\nRUN echo built > /hello\n' >/ctx/Containerfile
-buildah bud --quiet --cert-dir /certs --authfile /auth/auth.json -t result /ctx >/dev/null
+# As the pod backend's script does: pass the container's own hard limits,
+# or buildah >= 1.40 raises RLIMIT_NPROC/NOFILE, which needs CAP_SYS_RESOURCE.
+nproc=$(awk '/^Max processes/ { print $4 }' /proc/self/limits)
+nofile=$(awk '/^Max open files/ { print $5 }' /proc/self/limits)
+set --
+case $nproc in ''|unlimited) ;; *) set -- "$@" --ulimit "nproc=$nproc:$nproc" ;; esac
+case $nofile in ''|unlimited) ;; *) set -- "$@" --ulimit "nofile=$nofile:$nofile" ;; esac
+buildah bud --quiet "$@" --cert-dir /certs --authfile /auth/auth.json -t result /ctx >/dev/null
 buildah push --quiet --cert-dir /certs --authfile /auth/auth.json --digestfile /out/digest result docker://` + reg.Host + `/built/result:1
 echo pushed`
 	// The outer run stands in for the pod: SYS_ADMIN lets the inner

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the buildah command pinned in hack/images/buildah/go.mod (the
+# Builds the buildah command pinned in go.mod beside this script (the
 # version the default builder image, quay.io/buildah/stable, runs) from the
 # Go module proxy, for the test builder image, and caches it under
 # ${IMAGESPEC_CACHE_DIR:-$HOME/.cache/imagespec-controller}/buildah/<key>/.
@@ -9,8 +9,7 @@
 # devicemapper, so the binary links only libc.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-mod="${root}/hack/images/buildah"
+mod="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${IMAGESPEC_CACHE_DIR:-${HOME}/.cache/imagespec-controller}"
 tags="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
 recipe="CGO_ENABLED=1 -trimpath -s -w tags=${tags} v1"
