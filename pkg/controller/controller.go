@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	coreinformers "k8s.io/client-go/informers/core/v1"
@@ -344,7 +345,14 @@ func (c *Controller) processNextItem(stop, ctx context.Context, queue workqueue.
 		queue.Forget(key)
 		return true
 	}
-	utilruntime.HandleErrorWithContext(ctx, err, "Error syncing; requeuing for later retry", "key", key)
+	if apierrors.IsConflict(err) {
+		// Another writer (a user, the other worker queue) changed the
+		// object since the cache saw it: expected, and the retry reads
+		// the newer version. Not an error worth an operator's attention.
+		logger.V(2).Info("Object changed while syncing; retrying", "err", err)
+	} else {
+		utilruntime.HandleErrorWithContext(ctx, err, "Error syncing; requeuing for later retry", "key", key)
+	}
 	queue.AddRateLimited(key)
 	return true
 }

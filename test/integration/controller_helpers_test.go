@@ -43,6 +43,16 @@ type runningController struct {
 	// writes counts the controller's mutating API requests, conflicts
 	// those the API server answered 409 Conflict.
 	writes, conflicts *atomic.Int64
+	// logger is the controller's; its sink keeps what was logged.
+	logger klog.Logger
+}
+
+// log is what the controller logged so far.
+func (r *runningController) log() string {
+	if u, ok := r.logger.GetSink().(ktesting.Underlier); ok {
+		return u.GetBuffer().String()
+	}
+	return ""
 }
 
 func (r *runningController) stop(t *testing.T) {
@@ -113,9 +123,10 @@ func startControllerWithConfig(tb testing.TB, cfg *rest.Config, be *backendtest.
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logger, _ := ktesting.NewTestContext(tb)
+	// Buffered too, so a test can read what the controller logged.
+	logger := ktesting.NewLogger(tb, ktesting.NewConfig(ktesting.BufferLogs(true)))
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
-	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: &atomic.Int64{}, conflicts: &atomic.Int64{}}
+	r := &runningController{cancel: cancel, done: make(chan struct{}), writes: &atomic.Int64{}, conflicts: &atomic.Int64{}, logger: logger}
 	go func() {
 		r.err = app.Run(ctx, clients, be, opts)
 		close(r.done)

@@ -355,6 +355,14 @@ func TestControllerRetriesConflicts(t *testing.T) {
 	if n := ctrl.conflicts.Load(); n < 2 {
 		t.Errorf("the API server answered %d conflicts, want at least the 2 made certain", n)
 	}
+	// Expected conflicts are retried quietly, not reported as errors.
+	log := ctrl.log()
+	if !strings.Contains(log, "Build finished") {
+		t.Fatalf("the controller's log was not captured:\n%s", log)
+	}
+	if strings.Contains(log, "Error syncing") {
+		t.Errorf("a conflict was logged as an error:\n%s", log)
+	}
 	t.Logf("%d writes, %d conflicts", ctrl.writes.Load(), ctrl.conflicts.Load())
 }
 
