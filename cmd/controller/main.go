@@ -109,7 +109,7 @@ func main() {
 	flag.BoolVar(&f.useExistingPushSecret, "use-existing-push-secret", false, "--push-secret-name names a Secret you manage in each namespace; the controller does not write it from the PRIMEHUB_CUSTOM_IMAGE_REGISTRY_* settings.")
 	flag.DurationVar(&f.buildTimeout, "build-timeout", time.Hour, "A job fails with reason Timeout when it has not finished this long after it was created (time spent queued or pending counts). 0 disables.")
 	flag.DurationVar(&f.cancelTimeout, "cancel-timeout", controller.DefaultCancelTimeout, "A cancelled, superseded or timed-out build whose stop the backend cannot confirm this long (a node that is down) is finalized anyway with reason CancelIncomplete, freeing its build slot; an event names what may be left.")
-	flag.IntVar(&f.maxConcurrentBuilds, "max-concurrent-builds", 0, "At most this many builds run at once; the rest wait Pending with reason Queued. 0 means no limit.")
+	flag.IntVar(&f.maxConcurrentBuilds, "max-concurrent-builds", 10, "At most this many builds run at once; the rest wait Pending with reason Queued. The default keeps a change that touches every ImageSpec (a new repository prefix or registry) from starting hundreds of builds at once; 0 means no limit.")
 	flag.IntVar(&f.succeededHistory, "succeeded-history-limit", 5, "Succeeded jobs kept per ImageSpec (the one that built status.image is always kept).")
 	flag.IntVar(&f.failedHistory, "failed-history-limit", 5, "Failed and cancelled jobs kept per ImageSpec.")
 	flag.StringVar(&f.aptMirror, "apt-mirror", "", "Replace the archive URL of base images' apt sources, for clusters without internet access.")
