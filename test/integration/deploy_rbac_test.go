@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
@@ -265,12 +266,16 @@ func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline t
 	if _, err := k.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	spec, err = c.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, spec.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Spec.Packages.Apt = append(spec.Spec.Packages.Apt, "git")
-	if _, err := c.PrimehubV1alpha1().ImageSpecs(ns).Update(ctx, spec, metav1.UpdateOptions{}); err != nil {
+	// The controller writes the spec's status meanwhile: retry on conflict.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := c.PrimehubV1alpha1().ImageSpecs(ns).Get(ctx, spec.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec.Packages.Apt = append(cur.Spec.Packages.Apt, "git")
+		_, err = c.PrimehubV1alpha1().ImageSpecs(ns).Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	key, started = waitStarted()
