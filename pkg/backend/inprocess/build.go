@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 )
 
@@ -164,23 +165,23 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 
 	// Credentials. The base image often lives in the target registry, so
 	// pulls use the push credentials too, with the pull Secret's on top.
-	var push, pull auths
+	var push, pull credentials.Auths
 	if name := job.Spec.PushSecret; name != "" {
-		if push, err = b.readDockerSecret(ctx, job.Namespace, name); err != nil {
+		if push, err = credentials.Read(ctx, b.kube, job.Namespace, name); err != nil {
 			return res, fail(v1alpha1.ReasonPushFailed, "push credentials: %v", err)
 		}
 	}
 	if name := job.Spec.PullSecret; name != "" {
-		if pull, err = b.readDockerSecret(ctx, job.Namespace, name); err != nil {
+		if pull, err = credentials.Read(ctx, b.kube, job.Namespace, name); err != nil {
 			return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pull credentials: %v", err)
 		}
 	}
-	log.setSecrets(append(push.secrets(), pull.secrets()...))
+	log.setSecrets(append(push.Secrets(), pull.Secrets()...))
 	pushAuth, err := writeAuthFile(tmp, "push-auth.json", push)
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
 	}
-	pullAuth, err := writeAuthFile(tmp, "pull-auth.json", merged(push, pull))
+	pullAuth, err := writeAuthFile(tmp, "pull-auth.json", credentials.Merged(push, pull))
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 )
 
 func TestBuildLogRedactsAcrossWrites(t *testing.T) {
@@ -14,7 +16,7 @@ func TestBuildLogRedactsAcrossWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	const pw = `{"type":"service_account","private_key":"s3cr3t"}`
-	l.setSecrets(auths{"reg.example:5000": {Username: "_json_key", Password: pw}}.secrets())
+	l.setSecrets(credentials.Auths{"reg.example:5000": {Username: "_json_key", Password: pw}}.Secrets())
 	// The password arrives split over writes, and once without a newline.
 	half := len(pw) / 2
 	for _, chunk := range []string{"token " + pw[:half], pw[half:] + " used\n", "tail " + pw} {

@@ -1,0 +1,94 @@
+package credentials
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func TestRead(t *testing.T) {
+	const pw = "p@ss:word"
+	kube := fake.NewSimpleClientset(
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "json"},
+			Type:       corev1.SecretTypeDockerConfigJson,
+			// Hand-made: no "auth", which containers/image needs.
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"reg:5000":{"username":"u","password":"` + pw + `"}}}`)},
+		},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "legacy"},
+			Type:       corev1.SecretTypeDockercfg,
+			Data:       map[string][]byte{corev1.DockerConfigKey: []byte(`{"other:443":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("v:"+pw)) + `"}}`)},
+		},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "broken"},
+			Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte("not json " + pw)},
+		},
+	)
+	ctx := context.Background()
+
+	a, err := Read(ctx, kube, "ns", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := base64.StdEncoding.DecodeString(a["reg:5000"].Auth); string(got) != "u:"+pw {
+		t.Errorf("auth not derived from username/password: %q", got)
+	}
+	legacy, err := Read(ctx, kube, "ns", "legacy")
+	if err != nil || legacy["other:443"].Auth == "" {
+		t.Fatalf("legacy: %v %v", legacy, err)
+	}
+	for _, name := range []string{"broken", "missing"} {
+		_, err := Read(ctx, kube, "ns", name)
+		if err == nil || strings.Contains(err.Error(), pw) || !strings.Contains(err.Error(), "ns/"+name) {
+			t.Errorf("%s: error %v should name the Secret and not its content", name, err)
+		}
+	}
+
+	// Pull credentials: the push ones with the pull Secret's on top.
+	m := Merged(Auths{"reg:5000": {Auth: "push"}, "x": {Auth: "x"}}, Auths{"reg:5000": {Auth: "pull"}})
+	if m["reg:5000"].Auth != "pull" || m["x"].Auth != "x" {
+		t.Errorf("Merged: %v", m)
+	}
+
+	secrets := strings.Join(a.Secrets(), "\n")
+	if !strings.Contains(secrets, pw) || !strings.Contains(secrets, "u:"+pw) {
+		t.Errorf("Secrets() misses the password forms")
+	}
+}
+
+func TestLookup(t *testing.T) {
+	auth := func(u, p string) Entry { return Entry{Auth: base64.StdEncoding.EncodeToString([]byte(u + ":" + p))} }
+	a := Auths{
+		"reg:5000":                     auth("host", "h"),
+		"reg:5000/team":                auth("team", "t"),
+		"https://index.docker.io/v1/":  auth("hub", "d"),
+		"http://plain.example:8080/v2": {Username: "plain", Password: "p"},
+	}
+	cases := []struct {
+		host, repo string
+		user       string
+		found      bool
+	}{
+		{"reg:5000", "other/app", "host", true},
+		{"reg:5000", "team/app", "team", true},  // the longest prefix wins
+		{"reg:5000", "teamx/app", "host", true}, // a path matches whole components only
+		{"docker.io", "library/ubuntu", "hub", true},
+		{"plain.example:8080", "a", "plain", true},
+		{"reg:5001", "team/app", "", false},
+	}
+	for _, tc := range cases {
+		u, _, ok := a.Lookup(tc.host, tc.repo)
+		if u != tc.user || ok != tc.found {
+			t.Errorf("Lookup(%s, %s) = %q %v, want %q %v", tc.host, tc.repo, u, ok, tc.user, tc.found)
+		}
+	}
+	if _, p, _ := a.Lookup("reg:5000", "team/app"); p != "t" {
+		t.Errorf("password %q, want t", p)
+	}
+}
