@@ -29,6 +29,17 @@ func causeOf(spec *v1alpha1.ImageSpec, jobs []*v1alpha1.ImageSpecJob, rev desire
 	if prev.Spec.UpdateTime != spec.Spec.UpdateTime {
 		return v1alpha1.CauseRebuild, clip(fmt.Sprintf("updateTime: %q -> %q", prev.Spec.UpdateTime, spec.Spec.UpdateTime))
 	}
+	if rev.baseDigest != "" && prev.Annotations[BaseImageDigestAnnotation] != rev.baseDigest {
+		// What the previous build really used, else what it was tied to.
+		old := prev.Status.BaseImageDigest
+		if old == "" {
+			old = prev.Annotations[BaseImageDigestAnnotation]
+		}
+		if old == "" {
+			old = "unknown digest"
+		}
+		return v1alpha1.CauseBaseImageUpdate, clip(fmt.Sprintf("%s: %s -> %s", spec.Spec.BaseImage, old, rev.baseDigest))
+	}
 	if prev.Spec.TargetImage != rev.targetImage {
 		return v1alpha1.CauseRepositoryChange, clip(fmt.Sprintf("%s -> %s", prev.Spec.TargetImage, rev.targetImage))
 	}

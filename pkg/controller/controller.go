@@ -27,6 +27,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/basetrack"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	clientset "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
@@ -39,12 +40,13 @@ import (
 // The names the controller puts on objects live in pkg/names, which the
 // backends share; these are kept for callers of this package.
 const (
-	ComponentName            = names.ComponentName
-	ManagedByLabel           = names.ManagedByLabel
-	ImageSpecLabel           = names.ImageSpecLabel
-	RevisionLabel            = names.RevisionLabel
-	SpecGenerationAnnotation = names.SpecGenerationAnnotation
-	AttemptAnnotation        = names.AttemptAnnotation
+	ComponentName             = names.ComponentName
+	ManagedByLabel            = names.ManagedByLabel
+	ImageSpecLabel            = names.ImageSpecLabel
+	RevisionLabel             = names.RevisionLabel
+	SpecGenerationAnnotation  = names.SpecGenerationAnnotation
+	AttemptAnnotation         = names.AttemptAnnotation
+	BaseImageDigestAnnotation = names.BaseImageDigestAnnotation
 	// DefaultPushSecretName is the Secret the controller keeps in every
 	// namespace that builds, holding the registry credentials.
 	DefaultPushSecretName = "imagespec-push-credentials"
@@ -81,6 +83,8 @@ type Options struct {
 	// anyway, with reason CancelIncomplete. Zero means
 	// DefaultCancelTimeout.
 	CancelTimeout time.Duration
+	// BaseImages configures base image tracking (off by default).
+	BaseImages BaseImageTracking
 }
 
 // Controller is the ImageSpec and ImageSpecJob controller.
@@ -107,6 +111,8 @@ type Controller struct {
 	cancelling timeMarks
 	// errorWrites: when an error was last written to a job's status.
 	errorWrites timeMarks
+	// baseTracker checks tracked base images; nil when tracking is off.
+	baseTracker *basetrack.Tracker
 }
 
 // New wires the controller to its informers. secretInformer must come from a
@@ -154,6 +160,7 @@ func New(ctx context.Context,
 		slots:    newBuildSlots(opts.MaxConcurrentBuilds, jobInformer.Informer().GetIndexer()),
 		now:      time.Now,
 	}
+	c.baseTracker = c.newBaseTracker()
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
 	if secretInformer != nil {
 		c.secretLister = secretInformer.Lister()
@@ -291,6 +298,10 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	}
 	if err := c.refreshPushSecrets(ctx); err != nil {
 		logger.Error(err, "Refreshing push Secrets; will retry before each build")
+	}
+	if c.baseTracker != nil {
+		// Only while acting: a standby replica checks nothing.
+		go c.baseTracker.Run(ctx)
 	}
 
 	// Syncs run with a context that outlives ctx: on shutdown a sync in

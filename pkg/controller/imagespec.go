@@ -40,6 +40,8 @@ func keyOf(job *v1alpha1.ImageSpecJob) cache.ObjectName {
 type desiredRevision struct {
 	tag, targetImage string
 	sources          *v1alpha1.PackageSources
+	// baseDigest: base image tracking tied the revision to this digest.
+	baseDigest string
 }
 
 // revisionOf validates spec and works out its revision. Errors carry field
@@ -58,7 +60,8 @@ func (c *Controller) revisionOf(spec *v1alpha1.ImageSpec) (desiredRevision, fiel
 	if len(errs) > 0 {
 		return desiredRevision{}, errs
 	}
-	tag := revision.Tag(in, spec.Spec.UpdateTime)
+	baseDigest := revisionBaseDigest(spec, dockerfile.Normalize(in).BaseImage)
+	tag := revision.TagWithBase(in, spec.Spec.UpdateTime, baseDigest)
 	target, err := revision.TargetImage(c.opts.Registry.RepoPrefix, spec.Name, tag)
 	if err != nil {
 		return desiredRevision{}, field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), spec.Name,
@@ -68,6 +71,7 @@ func (c *Controller) revisionOf(spec *v1alpha1.ImageSpec) (desiredRevision, fiel
 		tag:         tag,
 		targetImage: target,
 		sources:     backend.SourcesToAPI(c.opts.Sources),
+		baseDigest:  baseDigest,
 	}, nil
 }
 
@@ -185,6 +189,10 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 
 	status := spec.Status.DeepCopy()
 	status.ObservedGeneration = spec.Generation
+	// The revision below comes from the stored status: a moved base
+	// digest is stored by this write before any job is made for it, so a
+	// restart finds the same revision, and the write's event builds it.
+	status.TrackedBaseImage = c.trackedBase(ctx, spec)
 
 	rev, errs := c.revisionOf(spec)
 	if len(errs) > 0 {
@@ -290,6 +298,9 @@ func (c *Controller) createJob(ctx context.Context, spec *v1alpha1.ImageSpec, re
 	job.Annotations = map[string]string{SpecGenerationAnnotation: strconv.FormatInt(spec.Generation, 10)}
 	if attempt > 1 {
 		job.Annotations[AttemptAnnotation] = strconv.Itoa(attempt)
+	}
+	if rev.baseDigest != "" {
+		job.Annotations[BaseImageDigestAnnotation] = rev.baseDigest
 	}
 	job.Labels = map[string]string{RevisionLabel: rev.tag}
 	if len(validation.IsValidLabelValue(spec.Name)) == 0 {

@@ -40,6 +40,14 @@ var (
 		Buckets: prometheus.ExponentialBuckets(1, 2, 15),
 	}, []string{"phase", "since"})
 
+	// BaseImageChecks counts base image tag checks by result: first,
+	// unchanged, changed (a new revision follows) or error.
+	BaseImageChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "base_image_checks_total",
+		Help:      "Base image tag checks of base image tracking, by result (first, unchanged, changed, error).",
+	}, []string{"result"})
+
 	// Leader is 1 while this process holds the lease (or runs without
 	// leader election).
 	Leader = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -94,7 +102,7 @@ func Register() {
 		Registry.MustRegister(
 			collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-			Builds, BuildDuration, Leader,
+			Builds, BuildDuration, BaseImageChecks, Leader,
 			wqDepth, wqAdds, wqLatency, wqWork, wqUnfinished, wqLongest, wqRetries,
 		)
 		workqueue.SetProvider(queueProvider{})

@@ -21,6 +21,10 @@ const (
 	// failed or cancelled revision that an edit lands on again gets a new
 	// attempt, <spec>-<tag>-<n>, and the earlier ones stay as history.
 	AttemptAnnotation = "primehub.io/attempt"
+	// BaseImageDigestAnnotation records on a job the base image digest
+	// that base image tracking made part of its revision; absent when the
+	// revision is not tied to a digest.
+	BaseImageDigestAnnotation = "primehub.io/base-image-digest"
 )
 
 // ManagedSelector selects objects the controller owns; give it to the

@@ -33,7 +33,9 @@
 //     the base image, already identified by its reference, and it is only
 //     known once the base image's configuration has been read, which may
 //     happen after the tag is needed to name the build;
-//   - the base image's digest behind a tag: a moved tag is picked up only
+//   - the base image's digest behind a tag, unless base image tracking saw
+//     the tag move: then TagWithBase adds the new digest, so the moved tag
+//     is one new revision. Without tracking a moved tag is picked up only
 //     through updateTime or a digest reference.
 //
 // # Stability
@@ -65,6 +67,14 @@ const encodingVersion = "imagespec-revision/v1"
 // Tag returns the short lowercase hex tag identifying in and updateTime.
 // Callers validate in first; Tag itself never fails.
 func Tag(in dockerfile.Inputs, updateTime string) string {
+	return TagWithBase(in, updateTime, "")
+}
+
+// TagWithBase is Tag for a revision tied to the base image digest
+// baseDigest (base image tracking saw the base tag move to it). An empty
+// baseDigest gives Tag's value, so every tag made before tracking, or
+// while the tag has not moved, is unchanged.
+func TagWithBase(in dockerfile.Inputs, updateTime, baseDigest string) string {
 	n := dockerfile.Normalize(in)
 	h := sha256.New()
 	writeString(h, encodingVersion)
@@ -84,6 +94,10 @@ func Tag(in dockerfile.Inputs, updateTime string) string {
 	writeList(h, "condaChannels", nil)
 	writeString(h, "updateTime")
 	writeString(h, updateTime)
+	if baseDigest != "" {
+		writeString(h, "baseDigest")
+		writeString(h, baseDigest)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:TagLength]
 }
 

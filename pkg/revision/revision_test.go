@@ -171,3 +171,30 @@ func TestTargetImage(t *testing.T) {
 		t.Errorf("a Tag result must be usable as a target tag: %q, %v", got, err)
 	}
 }
+
+// A revision tied to a base digest is its own revision; without a digest
+// the tag is Tag's, so tags made before tracking stay as they were.
+func TestTagWithBase(t *testing.T) {
+	in := fixture()
+	plain := Tag(in, fixtureUpdateTime)
+	if got := TagWithBase(in, fixtureUpdateTime, ""); got != plain {
+		t.Errorf("TagWithBase without a digest = %s, want Tag's %s", got, plain)
+	}
+	d1 := "sha256:" + strings.Repeat("1", 64)
+	d2 := "sha256:" + strings.Repeat("2", 64)
+	t1, t2 := TagWithBase(in, fixtureUpdateTime, d1), TagWithBase(in, fixtureUpdateTime, d2)
+	if t1 == plain || t2 == plain || t1 == t2 {
+		t.Errorf("tags plain %s, digest 1 %s, digest 2 %s: want three different tags", plain, t1, t2)
+	}
+	if again := TagWithBase(in, fixtureUpdateTime, d1); again != t1 {
+		t.Errorf("TagWithBase is not stable: %s then %s", t1, again)
+	}
+	// The digest must not be confusable with updateTime's value.
+	if TagWithBase(in, "x", "") == TagWithBase(in, "", "x") {
+		t.Error("updateTime \"x\" and base digest \"x\" give the same tag")
+	}
+	// Pinned: changing it rebuilds every tracked image.
+	if want := "08f5cf1ecefa"; t1 != want {
+		t.Errorf("TagWithBase(fixture, digest 1) = %s, want %s", t1, want)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,18 @@ type Options struct {
 	Port int
 	// Logf receives the registry's own log lines; discarded when nil.
 	Logf func(format string, args ...any)
+	// AccessLog records every request the registry answers (Requests).
+	AccessLog bool
+}
+
+// Request is one line of the registry's access log, stamped when it was
+// read (the log's own time has one-second resolution).
+type Request struct {
+	Time      time.Time
+	Method    string
+	Path      string
+	Status    int
+	UserAgent string
 }
 
 // Registry is a running registry.
@@ -50,6 +63,10 @@ type Registry struct {
 	Username   string
 	Password   string
 	AuthFile   string // containers auth.json (also a valid .dockerconfigjson) for Host
+
+	accessLog bool
+	reqMu     sync.Mutex
+	requests  []Request
 
 	dir      string
 	ownDir   bool
@@ -68,7 +85,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, err
 	}
 	var err error
-	r := &Registry{Username: opts.Username, Password: opts.Password}
+	r := &Registry{Username: opts.Username, Password: opts.Password, accessLog: opts.AccessLog}
 	if r.Username == "" {
 		r.Username = "user-" + randomHex(4)
 	}
@@ -153,7 +170,7 @@ func (r *Registry) writeConfig() error {
 		"log": map[string]any{
 			"level":     "error",
 			"formatter": "text",
-			"accesslog": map[string]any{"disabled": true},
+			"accesslog": map[string]any{"disabled": !r.accessLog},
 		},
 		"storage": map[string]any{
 			"filesystem": map[string]any{"rootdirectory": filepath.Join(r.dir, "storage")},
@@ -202,6 +219,13 @@ func (r *Registry) run(ctx context.Context, logf func(string, ...any)) error {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
+			if req, ok := parseAccessLine(sc.Text()); ok {
+				req.Time = time.Now()
+				r.reqMu.Lock()
+				r.requests = append(r.requests, req)
+				r.reqMu.Unlock()
+				continue
+			}
 			tail.add(sc.Text())
 			if logf != nil {
 				logf("registry %s: %s", r.Host, sc.Text())
@@ -260,6 +284,26 @@ func (r *Registry) run(ctx context.Context, logf func(string, ...any)) error {
 			return fmt.Errorf("docker-registry not ready on %s after 30s: %s", r.Host, tail.String())
 		}
 	}
+}
+
+// Requests returns the requests answered so far (Options.AccessLog).
+func (r *Registry) Requests() []Request {
+	r.reqMu.Lock()
+	defer r.reqMu.Unlock()
+	return append([]Request(nil), r.requests...)
+}
+
+// accessLine matches the combined log format the registry writes:
+// host - user [time] "METHOD path HTTP/x" status size "referer" "agent".
+var accessLine = regexp.MustCompile(`^\S+ \S+ \S+ \[[^\]]*\] "(\S+) (\S+) [^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"`)
+
+func parseAccessLine(line string) (Request, bool) {
+	m := accessLine.FindStringSubmatch(line)
+	if m == nil {
+		return Request{}, false
+	}
+	status, _ := strconv.Atoi(m[3])
+	return Request{Method: m[1], Path: m[2], Status: status, UserAgent: m[4]}, true
 }
 
 // HTTPClient trusts the registry's CA and nothing else.

@@ -300,3 +300,49 @@ func TestHelperStartAndHang(t *testing.T) {
 	// that started the registry must still be the one that matters.
 	time.Sleep(time.Minute)
 }
+
+// With AccessLog, every answered request is recorded with its method,
+// path, status and user agent; without it nothing is.
+func TestAccessLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := Start(ctx, Options{WorkDir: t.TempDir(), AccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	req, _ := http.NewRequest(http.MethodHead, "https://"+r.Host+"/v2/some/repo/manifests/latest", nil)
+	req.SetBasicAuth(r.Username, r.Password)
+	req.Header.Set("User-Agent", "access-log-test/1")
+	resp, err := r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, got := range r.Requests() {
+			if got.UserAgent == "access-log-test/1" {
+				if got.Method != http.MethodHead || got.Path != "/v2/some/repo/manifests/latest" || got.Status != http.StatusNotFound || got.Time.IsZero() {
+					t.Fatalf("recorded %+v", got)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the request is not in the access log: %+v", r.Requests())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestParseAccessLine(t *testing.T) {
+	line := `127.0.0.1 - - [07/Dec/2026:01:10:00 +0000] "HEAD /v2/base/tracked/manifests/latest HTTP/1.1" 200 0 "" "imagespec-controller/base-image-tracker"`
+	got, ok := parseAccessLine(line)
+	if !ok || got.Method != "HEAD" || got.Path != "/v2/base/tracked/manifests/latest" || got.Status != 200 || got.UserAgent != "imagespec-controller/base-image-tracker" {
+		t.Errorf("parseAccessLine = %+v %v", got, ok)
+	}
+	if _, ok := parseAccessLine(`time="2026-12-07T01:10:00Z" level=error msg="response completed with error"`); ok {
+		t.Error("a registry log line was taken for an access log line")
+	}
+}

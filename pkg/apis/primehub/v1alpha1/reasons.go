@@ -47,6 +47,7 @@ const (
 	CauseSpecChange       = "SpecChange"
 	CauseRebuild          = "Rebuild"
 	CauseRepositoryChange = "RepositoryChange"
+	CauseBaseImageUpdate  = "BaseImageUpdate"
 	CauseRetry            = "Retry"
 )
 
@@ -97,5 +98,6 @@ var Reasons = []ReasonDoc{
 	{CauseSpecChange, []ReasonKind{KindCause}, "baseImage or packages changed; causeMessage holds the diff"},
 	{CauseRebuild, []ReasonKind{KindCause}, "only updateTime changed"},
 	{CauseRepositoryChange, []ReasonKind{KindCause}, "same inputs, new target repository (repo prefix or registry)"},
+	{CauseBaseImageUpdate, []ReasonKind{KindCause}, "base image tracking saw the base tag move to a new digest; causeMessage holds old -> new"},
 	{CauseRetry, []ReasonKind{KindCause}, "an edit landed on a revision whose job failed or was cancelled"},
 }

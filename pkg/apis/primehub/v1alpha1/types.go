@@ -75,6 +75,30 @@ type ImageSpecSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	UpdateTime string `json:"updateTime,omitempty"`
+
+	// TrackBaseImage rebuilds the image when the base image's tag moves to
+	// a new digest (a patched base). The controller checks the tag at its
+	// --base-image-check-interval. Unset follows the controller's
+	// --track-base-images default.
+	// +optional
+	TrackBaseImage *bool `json:"trackBaseImage,omitempty"`
+}
+
+// TrackedBaseImage is what base image tracking knows of an ImageSpec's base.
+type TrackedBaseImage struct {
+	// Image is the base image reference checked, fully qualified.
+	Image string `json:"image"`
+
+	// Digest is the manifest digest the tag pointed at when last checked.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// RevisionDigest, when set, is the base digest the current revision
+	// was made for: part of the revision's identity, so a moved tag builds
+	// exactly one new revision. Empty while the tag has not moved since
+	// tracking started.
+	// +optional
+	RevisionDigest string `json:"revisionDigest,omitempty"`
 }
 
 // ImageSpecStatus is what the controller last observed and built.
@@ -107,6 +131,11 @@ type ImageSpecStatus struct {
 	// ObservedGeneration is the generation of the spec this status is for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// TrackedBaseImage is set while base image tracking is on for this
+	// ImageSpec (spec.trackBaseImage or the controller's default).
+	// +optional
+	TrackedBaseImage *TrackedBaseImage `json:"trackedBaseImage,omitempty"`
 
 	// Conditions: Ready is True when Image holds a pushed image of the
 	// current spec; its reason says why not otherwise (InvalidSpec,
@@ -223,8 +252,8 @@ type ImageSpecJobSpec struct {
 	Cancel bool `json:"cancel,omitempty"`
 
 	// Cause is why the controller created the job: FirstBuild,
-	// SpecChange, Rebuild (updateTime), RepositoryChange or Retry (see the
-	// Cause* constants).
+	// SpecChange, Rebuild (updateTime), RepositoryChange, BaseImageUpdate
+	// or Retry (see the Cause* constants).
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Cause string `json:"cause,omitempty"`

@@ -46,8 +46,8 @@ type ImageSpecJobSpecApplyConfiguration struct {
 	// Cancelled, so the history is kept.
 	Cancel *bool `json:"cancel,omitempty"`
 	// Cause is why the controller created the job: FirstBuild,
-	// SpecChange, Rebuild (updateTime), RepositoryChange or Retry (see the
-	// Cause* constants).
+	// SpecChange, Rebuild (updateTime), RepositoryChange, BaseImageUpdate
+	// or Retry (see the Cause* constants).
 	Cause *string `json:"cause,omitempty"`
 	// CauseMessage says what changed against the previous revision, for
 	// example "pip: +requests>=2.31; apt: -vim".

@@ -35,6 +35,11 @@ type ImageSpecSpecApplyConfiguration struct {
 	// even when nothing else changed (for example to pick up new package
 	// versions). PrimeHub sets it to the time of the last edit.
 	UpdateTime *string `json:"updateTime,omitempty"`
+	// TrackBaseImage rebuilds the image when the base image's tag moves to
+	// a new digest (a patched base). The controller checks the tag at its
+	// --base-image-check-interval. Unset follows the controller's
+	// --track-base-images default.
+	TrackBaseImage *bool `json:"trackBaseImage,omitempty"`
 }
 
 // ImageSpecSpecApplyConfiguration constructs a declarative configuration of the ImageSpecSpec type for use with
@@ -72,5 +77,13 @@ func (b *ImageSpecSpecApplyConfiguration) WithPackages(value *PackagesApplyConfi
 // If called multiple times, the UpdateTime field is set to the value of the last call.
 func (b *ImageSpecSpecApplyConfiguration) WithUpdateTime(value string) *ImageSpecSpecApplyConfiguration {
 	b.UpdateTime = &value
+	return b
+}
+
+// WithTrackBaseImage sets the TrackBaseImage field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the TrackBaseImage field is set to the value of the last call.
+func (b *ImageSpecSpecApplyConfiguration) WithTrackBaseImage(value bool) *ImageSpecSpecApplyConfiguration {
+	b.TrackBaseImage = &value
 	return b
 }

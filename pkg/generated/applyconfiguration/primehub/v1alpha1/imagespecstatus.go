@@ -45,6 +45,9 @@ type ImageSpecStatusApplyConfiguration struct {
 	Revision *string `json:"revision,omitempty"`
 	// ObservedGeneration is the generation of the spec this status is for.
 	ObservedGeneration *int64 `json:"observedGeneration,omitempty"`
+	// TrackedBaseImage is set while base image tracking is on for this
+	// ImageSpec (spec.trackBaseImage or the controller's default).
+	TrackedBaseImage *TrackedBaseImageApplyConfiguration `json:"trackedBaseImage,omitempty"`
 	// Conditions: Ready is True when Image holds a pushed image of the
 	// current spec; its reason says why not otherwise (InvalidSpec,
 	// Building, BuildFailed, ...).
@@ -102,6 +105,14 @@ func (b *ImageSpecStatusApplyConfiguration) WithRevision(value string) *ImageSpe
 // If called multiple times, the ObservedGeneration field is set to the value of the last call.
 func (b *ImageSpecStatusApplyConfiguration) WithObservedGeneration(value int64) *ImageSpecStatusApplyConfiguration {
 	b.ObservedGeneration = &value
+	return b
+}
+
+// WithTrackedBaseImage sets the TrackedBaseImage field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the TrackedBaseImage field is set to the value of the last call.
+func (b *ImageSpecStatusApplyConfiguration) WithTrackedBaseImage(value *TrackedBaseImageApplyConfiguration) *ImageSpecStatusApplyConfiguration {
+	b.TrackedBaseImage = value
 	return b
 }
 

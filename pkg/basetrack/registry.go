@@ -1,0 +1,81 @@
+package basetrack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containers/image/v5/docker"
+	"github.com/containers/image/v5/docker/reference"
+	"github.com/containers/image/v5/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
+)
+
+// UserAgent is what the registry sees for base image checks.
+const UserAgent = "imagespec-controller/base-image-tracker"
+
+// RegistryCheck reads a tag's manifest digest with one HEAD request
+// (besides the registry's /v2/ ping).
+type RegistryCheck struct {
+	// Kube reads the pull Secrets keys name.
+	Kube kubernetes.Interface
+	// Own are the controller's credentials; a key's pull Secret entries
+	// go on top of them, as builds merge them.
+	Own credentials.Auths
+	// CertDir holds ca.crt trusted for every registry, or a certs.d tree
+	// of <host[:port]>/ca.crt. The system's CAs are trusted too.
+	CertDir string
+	// Insecure lists registries reached without TLS verification.
+	Insecure []string
+}
+
+// Check implements Options.Check.
+func (r *RegistryCheck) Check(ctx context.Context, key Key) (string, error) {
+	named, err := reference.ParseNormalizedNamed(key.Image)
+	if err != nil {
+		return "", fmt.Errorf("base image %q: %w", key.Image, err)
+	}
+	ref, err := docker.NewReference(reference.TagNameOnly(named))
+	if err != nil {
+		return "", fmt.Errorf("base image %q: %w", key.Image, err)
+	}
+	auths := r.Own
+	if key.PullSecret != "" {
+		ns, name, _ := strings.Cut(key.PullSecret, "/")
+		pull, err := credentials.Read(ctx, r.Kube, ns, name)
+		if err != nil {
+			return "", err
+		}
+		auths = credentials.Merged(auths, pull)
+	}
+	host := reference.Domain(named)
+	sys := &types.SystemContext{
+		DockerRegistryUserAgent: UserAgent,
+		// Anonymous unless a Secret has credentials for this registry:
+		// never the process's own ~/.docker or auth.json.
+		DockerAuthConfig: &types.DockerAuthConfig{},
+	}
+	if user, password, ok := auths.Lookup(host, reference.Path(named)); ok {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: password}
+	}
+	if d := r.CertDir; d != "" {
+		if _, err := os.Stat(filepath.Join(d, "ca.crt")); err == nil {
+			sys.DockerCertPath = d
+		} else {
+			sys.DockerPerHostCertDirPath = d
+		}
+	}
+	if slices.Contains(r.Insecure, host) {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
+	}
+	digest, err := docker.GetDigest(ctx, sys, ref)
+	if err != nil {
+		return "", err
+	}
+	return digest.String(), nil
+}
