@@ -132,8 +132,9 @@ type ImageSpecStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// TrackedBaseImage is set while base image tracking is on for this
-	// ImageSpec (spec.trackBaseImage or the controller's default).
+	// TrackedBaseImage is what base image tracking saw of the base image.
+	// It stays when tracking is turned off, so the revision does not
+	// switch back to an image of an older base.
 	// +optional
 	TrackedBaseImage *TrackedBaseImage `json:"trackedBaseImage,omitempty"`
 

@@ -45,8 +45,9 @@ type ImageSpecStatusApplyConfiguration struct {
 	Revision *string `json:"revision,omitempty"`
 	// ObservedGeneration is the generation of the spec this status is for.
 	ObservedGeneration *int64 `json:"observedGeneration,omitempty"`
-	// TrackedBaseImage is set while base image tracking is on for this
-	// ImageSpec (spec.trackBaseImage or the controller's default).
+	// TrackedBaseImage is what base image tracking saw of the base image.
+	// It stays when tracking is turned off, so the revision does not
+	// switch back to an image of an older base.
 	TrackedBaseImage *TrackedBaseImageApplyConfiguration `json:"trackedBaseImage,omitempty"`
 	// Conditions: Ready is True when Image holds a pushed image of the
 	// current spec; its reason says why not otherwise (InvalidSpec,
