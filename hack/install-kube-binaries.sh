@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the pinned Kubernetes binaries (kube-apiserver, kubelet, kubectl,
-# kube-scheduler) and etcd from the Go module proxy, and caches them under
+# Builds the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
+# kube-proxy, kube-scheduler, kubelet, kubectl) and etcd from the Go module proxy, and caches them under
 # ${IMAGESPEC_CACHE_DIR:-$HOME/.cache/imagespec-controller}/kube/<key>/bin.
 # Versions are pinned in hack/kube-tools/go.mod and hack/kube-tools/etcd/go.mod;
 # the key changes whenever those or the build recipe change.
@@ -36,7 +36,7 @@ key_hash="$(
 key="${kube_version}_etcd-${etcd_version}_${key_hash}"
 bin_dir="${cache}/kube/${key}/bin"
 
-all=(etcd kube-apiserver kubectl kube-scheduler kubelet)
+all=(etcd kube-apiserver kube-controller-manager kube-proxy kubectl kube-scheduler kubelet)
 if (($# > 0)); then
 	wanted=("$@")
 else

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
@@ -347,4 +349,112 @@ func hostPort(t *testing.T, raw string) string {
 		t.Fatal(err)
 	}
 	return u.Host
+}
+
+// With kube-controller-manager the test cluster collects garbage, deletes
+// namespaces, runs Deployments and makes ServiceAccounts, as a real one
+// does; Stop stops it with the rest.
+func TestControllerManager(t *testing.T) {
+	t.Setenv(controlplane.KeepWorkDirEnv, "")
+	shared := SharedControlPlane(t)
+	ctx := testContext(t, 4*time.Minute)
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: shared.BinDir, Logf: t.Logf, ControllerManager: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	t.Logf("kube-controller-manager ready %v after Start began (apiserver %v)", cp.Timings.ControllerManagerReady, cp.Timings.APIServerReady)
+	cs, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gc-test"}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The ServiceAccount and root CA controllers fill a new namespace.
+	waitUntil(t, 30*time.Second, "default ServiceAccount and kube-root-ca.crt in gc-test", func() bool {
+		_, errSA := cs.CoreV1().ServiceAccounts("gc-test").Get(ctx, "default", metav1.GetOptions{})
+		_, errCM := cs.CoreV1().ConfigMaps("gc-test").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		return errSA == nil && errCM == nil
+	})
+
+	// Garbage collection: deleting an owner deletes its dependents.
+	owner, err := cs.CoreV1().ConfigMaps("gc-test").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "owner"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "dependent", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID,
+	}}}}
+	if _, err := cs.CoreV1().ConfigMaps("gc-test").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().ConfigMaps("gc-test").Delete(ctx, "owner", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitUntil(t, 60*time.Second, "the dependent ConfigMap is collected", func() bool {
+		_, err := cs.CoreV1().ConfigMaps("gc-test").Get(ctx, "dependent", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	t.Logf("dependent collected %v after its owner was deleted", time.Since(start).Round(time.Millisecond))
+
+	// A Deployment gets its ReplicaSet.
+	replicas := int32(1)
+	labels := map[string]string{"app": "d"}
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "d"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("gc-test").Create(ctx, deploy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "a ReplicaSet and a pod for the Deployment", func() bool {
+		rs, err1 := cs.AppsV1().ReplicaSets("gc-test").List(ctx, metav1.ListOptions{})
+		pods, err2 := cs.CoreV1().Pods("gc-test").List(ctx, metav1.ListOptions{})
+		return err1 == nil && err2 == nil && len(rs.Items) == 1 && len(pods.Items) == 1
+	})
+
+	// Namespace deletion removes everything in it and then the namespace.
+	if err := cs.CoreV1().Namespaces().Delete(ctx, "gc-test", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	waitUntil(t, 2*time.Minute, "namespace gc-test is gone", func() bool {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, "gc-test", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	t.Logf("namespace deleted in %v", time.Since(start).Round(time.Millisecond))
+
+	pids := cp.PIDs()
+	if len(pids) != 3 {
+		t.Fatalf("PIDs() = %v, want etcd, kube-apiserver and kube-controller-manager", pids)
+	}
+	if err := cp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if processAlive(pid) || processGroupAlive(pid) {
+			t.Errorf("process (group) %d still alive after Stop", pid)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -66,7 +66,8 @@ func isProjectRoot(dir string) bool {
 }
 
 // EnsureBinaries returns the directory holding the pinned etcd,
-// kube-apiserver, kubectl, kube-scheduler and kubelet, building them with
+// kube-apiserver, kube-controller-manager, kube-proxy, kubectl,
+// kube-scheduler and kubelet, building them with
 // hack/install-kube-binaries.sh when the cache lacks them (minutes when cold,
 // milliseconds when warm). Build progress goes to stderr.
 func EnsureBinaries(ctx context.Context) (string, error) {

@@ -1,8 +1,9 @@
 // Package controlplane runs a real etcd and kube-apiserver on 127.0.0.1 for
 // tests and for the local development environment, with the project's CRDs
-// installed. There is no controller-manager or scheduler: CreateNamespace
-// does what the controller-manager would do for a namespace, and pods need
-// spec.nodeName.
+// installed, and optionally kube-controller-manager (garbage collection,
+// namespace deletion, Deployments, ServiceAccounts). There is no
+// scheduler: pods need spec.nodeName. CreateNamespace also does what the
+// controller-manager does for a new namespace, so it works without one.
 package controlplane
 
 import (
@@ -58,6 +59,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// ExtraAPIServerArgs are appended to kube-apiserver's flags.
 	ExtraAPIServerArgs []string
+	// ControllerManager runs kube-controller-manager with
+	// ControllerManagerControllers (BinDir must hold it).
+	ControllerManager bool
 }
 
 // Timings of one Start, each measured from the call to Start.
@@ -66,6 +70,9 @@ type Timings struct {
 	EtcdReady       time.Duration // etcd answers /health
 	APIServerReady  time.Duration // kube-apiserver answers /readyz
 	CRDsEstablished time.Duration // every CRD Established and in OpenAPI v3
+	// ControllerManagerReady: kube-controller-manager made a
+	// ServiceAccount (zero without Options.ControllerManager).
+	ControllerManagerReady time.Duration
 }
 
 // ControlPlane is a running etcd and kube-apiserver.
@@ -89,9 +96,11 @@ type ControlPlane struct {
 	ownsWorkDir bool
 	etcd        *process
 	apiserver   *process
-	stopOnce    sync.Once
-	stopErr     error
-	done        chan struct{}
+	// controllerManager is nil without Options.ControllerManager.
+	controllerManager *process
+	stopOnce          sync.Once
+	stopErr           error
+	done              chan struct{}
 }
 
 // Start runs etcd and kube-apiserver, waits until the apiserver is ready and
@@ -169,10 +178,22 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if len(cp.CRDs) > 0 {
 		cp.logf("%d CRDs established after %v", len(cp.CRDs), cp.Timings.CRDsEstablished.Round(time.Millisecond))
 	}
+	if opts.ControllerManager {
+		if err := cp.startControllerManager(ctx); err != nil {
+			return nil, err
+		}
+		cp.Timings.ControllerManagerReady = time.Since(begin)
+		cp.logf("kube-controller-manager ready after %v", cp.Timings.ControllerManagerReady.Round(time.Millisecond))
+	}
 	go func() {
+		var kcmDone <-chan struct{}
+		if cp.controllerManager != nil {
+			kcmDone = cp.controllerManager.Done()
+		}
 		select {
 		case <-cp.etcd.Done():
 		case <-cp.apiserver.Done():
+		case <-kcmDone:
 		}
 		close(cp.done)
 	}()
@@ -186,7 +207,7 @@ func (cp *ControlPlane) Done() <-chan struct{} { return cp.done }
 // Err describes why the control plane is down, with the end of the log of
 // the process that exited, or is nil while both run.
 func (cp *ControlPlane) Err() error {
-	for _, p := range []*process{cp.apiserver, cp.etcd} {
+	for _, p := range []*process{cp.controllerManager, cp.apiserver, cp.etcd} {
 		if p != nil && p.Exited() {
 			return p.ExitError()
 		}
@@ -200,8 +221,9 @@ func (cp *ControlPlane) Err() error {
 func (cp *ControlPlane) Stop() error {
 	cp.stopOnce.Do(func() {
 		var errs []error
-		// The apiserver first: without etcd it would only log connection errors.
-		for _, p := range []*process{cp.apiserver, cp.etcd} {
+		// Clients of the apiserver first, then the apiserver: without etcd
+		// it would only log connection errors.
+		for _, p := range []*process{cp.controllerManager, cp.apiserver, cp.etcd} {
 			if p != nil {
 				if err := p.Stop(5 * time.Second); err != nil {
 					errs = append(errs, err)
@@ -224,7 +246,7 @@ func (cp *ControlPlane) Stop() error {
 // PIDs returns the process ids of the processes Start launched.
 func (cp *ControlPlane) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{cp.etcd, cp.apiserver} {
+	for _, p := range []*process{cp.etcd, cp.apiserver, cp.controllerManager} {
 		if p != nil {
 			pids = append(pids, p.PID())
 		}
