@@ -18,10 +18,11 @@ type Backend struct {
 	// Start runs a controller with this backend on namespace until the
 	// test ends.
 	Start func(tb testing.TB, namespace string, cfg ControllerConfig) *Controller
-	// Stopped fails the test when anything of the job's build is left
-	// running (the inprocess backend's Cancel returns only once its build
-	// is gone, so it has nothing to check).
-	Stopped func(t *testing.T, namespace string, job *v1alpha1.ImageSpecJob)
+	// WaitStopped waits up to a minute until nothing of the job's build is
+	// left and fails the test otherwise (the inprocess backend's Cancel
+	// returns only once its build is gone, so it has nothing to wait for;
+	// its scenarios prove a stop by what is not pushed).
+	WaitStopped func(t *testing.T, namespace string, job *v1alpha1.ImageSpecJob)
 }
 
 // backends are set up per run of the scenarios: the buildahpod backend
@@ -34,15 +35,15 @@ var backends = []struct {
 		return Backend{Name: inprocess.Name, Start: func(tb testing.TB, ns string, cfg ControllerConfig) *Controller {
 			c, _ := StartInprocessController(tb, ns, cfg)
 			return c
-		}, Stopped: func(*testing.T, string, *v1alpha1.ImageSpecJob) {}}
+		}, WaitStopped: func(*testing.T, string, *v1alpha1.ImageSpecJob) {}}
 	}},
 	{buildahpod.Name, func(t *testing.T) Backend {
 		p := StartPodEnv(t)
 		return Backend{Name: buildahpod.Name, Start: func(tb testing.TB, ns string, cfg ControllerConfig) *Controller {
 			c, _ := p.StartPodController(tb, ns, cfg, nil)
 			return c
-		}, Stopped: func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob) {
-			requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
+		}, WaitStopped: func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob) {
+			waitPodGone(t, p, ns, buildahpod.PodName(job.Name))
 		}}
 	}},
 }
@@ -55,6 +56,7 @@ var scenarios = []struct {
 	{"CondaOnNotebookBase", testCondaOnNotebookBase},
 	{"PhasesOnlyMoveForward", testPhasesOnlyMoveForward},
 	{"DeleteSpecStopsBuild", testDeleteSpecStopsBuild},
+	{"DeleteNamespaceStopsBuilds", testDeleteNamespaceStopsBuilds},
 }
 
 // TestBackends runs each scenario against each backend:

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -45,13 +46,18 @@ func testPhasesOnlyMoveForward(t *testing.T, b Backend) {
 	t.Logf("%s: job phases %v, ImageSpec phases %v", b.Name, seq, sseq)
 }
 
-// Deleting an ImageSpec mid-build stops the build at once (this cluster
-// has no garbage collector: the job stays) and nothing is pushed.
+// Deleting an ImageSpec mid-build stops the build at once, without waiting
+// for garbage collection (which runs here, as in a real cluster): the job
+// ends Cancelled/ImageSpecDeleted, or is collected first and the controller
+// stops its build then. Afterwards nothing of it is left, nothing is
+// pushed when the package index answers, and a second controller started
+// on the namespace recreates nothing.
 func testDeleteSpecStopsBuild(t *testing.T, b Backend) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
 	index := newHangingIndex(t)
-	c := b.Start(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)})
+	cfg := ControllerConfig{Tweak: hangingIndexOptions(index)}
+	c := b.Start(t, ns, cfg)
 	createSpec(t, c, ns, "doomed", v1alpha1.ImageSpecSpec{
 		BaseImage: env.BaseImage,
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
@@ -61,27 +67,90 @@ func testDeleteSpecStopsBuild(t *testing.T, b Backend) {
 	if err := c.Clients.Client.PrimehubV1alpha1().ImageSpecs(ns).Delete(context.Background(), "doomed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	var last *v1alpha1.ImageSpecJob
 	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
 		j, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, job.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
 		if err != nil {
 			return false, err.Error()
 		}
-		job = j
+		last = j
 		return j.Status.Phase.IsFinal(), fmt.Sprintf("%s/%s %s", j.Status.Phase, j.Status.Reason, j.Status.Message)
 	})
-	took := time.Since(start)
-	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonImageSpecDeleted {
-		t.Fatalf("job %s: %s/%s, want Cancelled/ImageSpecDeleted: %s", job.Name, job.Status.Phase, job.Status.Reason, job.Status.Message)
+	if last != nil && last.Status.Phase.IsFinal() &&
+		(last.Status.Phase != v1alpha1.JobCancelled || last.Status.Reason != v1alpha1.ReasonImageSpecDeleted) {
+		t.Fatalf("job %s: %s/%s, want Cancelled/ImageSpecDeleted: %s", job.Name, last.Status.Phase, last.Status.Reason, last.Status.Message)
 	}
+	b.WaitStopped(t, ns, job)
+	took := time.Since(start)
 	if took > 20*time.Second {
 		t.Errorf("the build stopped %s after the ImageSpec was deleted", took)
 	}
 	t.Logf("%s: build stopped %s after the ImageSpec was deleted", b.Name, took.Round(time.Millisecond))
-	b.Stopped(t, ns, job)
+
+	// Garbage collection leaves no job behind.
+	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
+		jobs, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(jobs.Items) == 0, fmt.Sprintf("%d jobs left", len(jobs.Items))
+	})
 	index.Release()
 	time.Sleep(3 * time.Second)
 	if TagExists(t, env.Registry, job.Spec.TargetImage) {
 		t.Errorf("%s was pushed after its ImageSpec was deleted", job.Spec.TargetImage)
+	}
+
+	// Another replica coming up after GC recreates nothing.
+	c2 := b.Start(t, ns, cfg)
+	time.Sleep(3 * time.Second)
+	jobs, err := c2.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(jobs.Items) != 0 {
+		t.Errorf("after GC a new controller left jobs %v (err %v)", jobs, err)
+	}
+	b.WaitStopped(t, ns, job)
+}
+
+// Deleting a namespace with two running builds stops both and leaves
+// nothing: the namespace is gone, and nothing is pushed when the package
+// index answers afterwards.
+func testDeleteNamespaceStopsBuilds(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	index := newHangingIndex(t)
+	c := b.Start(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)})
+	var jobs []*v1alpha1.ImageSpecJob
+	for _, name := range []string{"one", "two"} {
+		createSpec(t, c, ns, name, v1alpha1.ImageSpecSpec{
+			BaseImage: env.BaseImage,
+			Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
+		})
+	}
+	for _, name := range []string{"one", "two"} {
+		jobs = append(jobs, runningJob(t, c, ns, name, "", index))
+	}
+	start := time.Now()
+	if err := c.Clients.Kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		b.WaitStopped(t, ns, j)
+	}
+	stopped := time.Since(start)
+	WaitFor(t, 3*time.Minute, func(ctx context.Context) (bool, string) {
+		_, err := c.Clients.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprintf("namespace: %v", err)
+	})
+	t.Logf("%s: builds stopped %s, namespace gone %s after it was deleted", b.Name, stopped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	index.Release()
+	time.Sleep(3 * time.Second)
+	for _, j := range jobs {
+		if TagExists(t, env.Registry, j.Spec.TargetImage) {
+			t.Errorf("%s was pushed after its namespace was deleted", j.Spec.TargetImage)
+		}
 	}
 }
 

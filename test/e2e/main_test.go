@@ -175,7 +175,9 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if env.ControlPlane, err = controlplane.Start(startCtx, controlplane.Options{BinDir: binDir, Logf: log.Printf}); err != nil {
+	// With kube-controller-manager: garbage collection and namespace
+	// deletion run as in a real cluster.
+	if env.ControlPlane, err = controlplane.Start(startCtx, controlplane.Options{BinDir: binDir, Logf: log.Printf, ControllerManager: true}); err != nil {
 		return nil, stop, fmt.Errorf("control plane: %w", err)
 	}
 	stops = append(stops, func() { _ = env.ControlPlane.Stop() })

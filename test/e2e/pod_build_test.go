@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,6 +198,17 @@ func requirePodGone(t *testing.T, p *PodEnv, ns, name string) {
 	if _, err := p.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("ConfigMap %s after its job stopped: %v", name, err)
 	}
+}
+
+// waitPodGone waits up to a minute for the build pod and its ConfigMap to
+// be gone.
+func waitPodGone(t *testing.T, p *PodEnv, ns, name string) {
+	t.Helper()
+	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
+		_, errPod := p.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		_, errCM := p.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(errPod) && apierrors.IsNotFound(errCM), fmt.Sprintf("pod %s: %v; ConfigMap: %v", name, errPod, errCM)
+	})
 }
 
 // spec.cancel while pip runs in the pod: the job is Cancelled only once the
