@@ -458,3 +458,57 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Restart replaces kube-apiserver (and etcd) on the same ports and data:
+// what was stored survives, clients reconnect, and Done stays open.
+func TestControlPlaneRestart(t *testing.T) {
+	t.Setenv(controlplane.KeepWorkDirEnv, "")
+	shared := SharedControlPlane(t)
+	ctx := testContext(t, 4*time.Minute)
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: shared.BinDir, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	cs, err := kubernetes.NewForConfig(cp.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, withEtcd := range []bool{false, true} {
+		before := cp.PIDs()
+		start := time.Now()
+		if err := cp.Restart(ctx, withEtcd); err != nil {
+			t.Fatalf("Restart(withEtcd=%v): %v", withEtcd, err)
+		}
+		t.Logf("Restart(withEtcd=%v) took %v", withEtcd, time.Since(start).Round(time.Millisecond))
+		after := cp.PIDs()
+		changed := 0
+		for i := range before {
+			if before[i] != after[i] {
+				changed++
+			}
+		}
+		if want := map[bool]int{false: 1, true: 2}[withEtcd]; changed != want {
+			t.Errorf("Restart(withEtcd=%v): PIDs %v -> %v, want %d new processes", withEtcd, before, after, want)
+		}
+		if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+			t.Errorf("after Restart(withEtcd=%v): %v", withEtcd, err)
+		}
+		select {
+		case <-cp.Done():
+			t.Fatalf("Done closed by Restart(withEtcd=%v): %v", withEtcd, cp.Err())
+		default:
+		}
+	}
+	if err := cp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cp.Done():
+	case <-time.After(10 * time.Second):
+		t.Error("Done not closed after Stop")
+	}
+}

@@ -98,9 +98,13 @@ type ControlPlane struct {
 	apiserver   *process
 	// controllerManager is nil without Options.ControllerManager.
 	controllerManager *process
-	stopOnce          sync.Once
-	stopErr           error
-	done              chan struct{}
+	// mu guards the process fields and restarting, which Restart changes.
+	mu sync.Mutex
+	// restarting is closed when a Restart in progress ends.
+	restarting chan struct{}
+	stopOnce   sync.Once
+	stopErr    error
+	done       chan struct{}
 }
 
 // Start runs etcd and kube-apiserver, waits until the apiserver is ready and
@@ -185,34 +189,118 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		cp.Timings.ControllerManagerReady = time.Since(begin)
 		cp.logf("kube-controller-manager ready after %v", cp.Timings.ControllerManagerReady.Round(time.Millisecond))
 	}
-	go func() {
-		var kcmDone <-chan struct{}
-		if cp.controllerManager != nil {
-			kcmDone = cp.controllerManager.Done()
-		}
-		select {
-		case <-cp.etcd.Done():
-		case <-cp.apiserver.Done():
-		case <-kcmDone:
-		}
-		close(cp.done)
-	}()
+	go cp.watch()
 	return cp, nil
 }
 
-// Done is closed when etcd or kube-apiserver exits, through Stop or not; a
-// long-lived user (the dev environment) watches it to notice a crash.
+// Done is closed when etcd, kube-apiserver or kube-controller-manager
+// exits, through Stop or not (not through Restart); a long-lived user (the
+// dev environment) watches it to notice a crash.
 func (cp *ControlPlane) Done() <-chan struct{} { return cp.done }
+
+// watch closes done once a process exits, unless Restart is replacing it.
+func (cp *ControlPlane) watch() {
+	for {
+		cp.mu.Lock()
+		etcd, apiserver, kcm := cp.etcd, cp.apiserver, cp.controllerManager
+		cp.mu.Unlock()
+		var kcmDone <-chan struct{}
+		if kcm != nil {
+			kcmDone = kcm.Done()
+		}
+		select {
+		case <-etcd.Done():
+		case <-apiserver.Done():
+		case <-kcmDone:
+		}
+		cp.mu.Lock()
+		restarting := cp.restarting
+		cp.mu.Unlock()
+		if restarting == nil {
+			close(cp.done)
+			return
+		}
+		<-restarting
+	}
+}
+
+// Restart stops kube-apiserver (and etcd, withEtcd) and starts them again
+// on the same ports and data, as a control plane upgrade or a crash would;
+// it returns once the apiserver is ready again. Clients see connection
+// errors meanwhile and must ride them out.
+func (cp *ControlPlane) Restart(ctx context.Context, withEtcd bool) error {
+	restarting := make(chan struct{})
+	cp.mu.Lock()
+	cp.restarting = restarting
+	cp.mu.Unlock()
+	defer func() {
+		cp.mu.Lock()
+		cp.restarting = nil
+		cp.mu.Unlock()
+		close(restarting)
+	}()
+	if err := cp.apiserver.Stop(5 * time.Second); err != nil {
+		return err
+	}
+	if withEtcd {
+		etcd, err := cp.etcd.Restart(5 * time.Second)
+		if err != nil {
+			return err
+		}
+		cp.mu.Lock()
+		cp.etcd = etcd
+		cp.mu.Unlock()
+		if err := waitHTTP(ctx, etcd, &http.Client{Timeout: 2 * time.Second}, cp.EtcdURL+"/health", 60*time.Second); err != nil {
+			return err
+		}
+	}
+	apiserver, err := cp.apiserver.Restart(0)
+	if err != nil {
+		return err
+	}
+	cp.mu.Lock()
+	cp.apiserver = apiserver
+	cp.mu.Unlock()
+	client, err := cp.adminHTTPClient()
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+	return waitHTTP(ctx, apiserver, client, cp.APIServerURL+"/readyz", 120*time.Second)
+}
+
+// adminHTTPClient reaches the apiserver as AdminUser.
+func (cp *ControlPlane) adminHTTPClient() (*http.Client, error) {
+	pair, err := tls.X509KeyPair(cp.RESTConfig.CertData, cp.RESTConfig.KeyData)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cp.CA.Cert)
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
+		}},
+	}, nil
+}
 
 // Err describes why the control plane is down, with the end of the log of
 // the process that exited, or is nil while both run.
 func (cp *ControlPlane) Err() error {
-	for _, p := range []*process{cp.controllerManager, cp.apiserver, cp.etcd} {
+	for _, p := range cp.processes() {
 		if p != nil && p.Exited() {
 			return p.ExitError()
 		}
 	}
 	return nil
+}
+
+// processes are the running processes, clients of the apiserver first.
+func (cp *ControlPlane) processes() []*process {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return []*process{cp.controllerManager, cp.apiserver, cp.etcd}
 }
 
 // Stop terminates kube-apiserver and etcd (their whole process groups) and
@@ -223,7 +311,7 @@ func (cp *ControlPlane) Stop() error {
 		var errs []error
 		// Clients of the apiserver first, then the apiserver: without etcd
 		// it would only log connection errors.
-		for _, p := range []*process{cp.controllerManager, cp.apiserver, cp.etcd} {
+		for _, p := range cp.processes() {
 			if p != nil {
 				if err := p.Stop(5 * time.Second); err != nil {
 					errs = append(errs, err)
@@ -246,7 +334,7 @@ func (cp *ControlPlane) Stop() error {
 // PIDs returns the process ids of the processes Start launched.
 func (cp *ControlPlane) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{cp.etcd, cp.apiserver, cp.controllerManager} {
+	for _, p := range cp.processes() {
 		if p != nil {
 			pids = append(pids, p.PID())
 		}

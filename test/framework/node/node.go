@@ -411,6 +411,24 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 		return err
 	}
 	n.kubelet = p
+	return n.waitReady(ctx, p, time.Time{})
+}
+
+// RestartKubelet restarts the kubelet in place, as a node upgrade or a
+// crash would; pods keep running under containerd. It returns once the new
+// kubelet reported the node Ready.
+func (n *Node) RestartKubelet(ctx context.Context) error {
+	since := time.Now()
+	p, err := n.kubelet.Restart(5 * time.Second)
+	if err != nil {
+		return err
+	}
+	n.kubelet = p
+	return n.waitReady(ctx, p, since)
+}
+
+// waitReady waits until the node is Ready with a heartbeat after since.
+func (n *Node) waitReady(ctx context.Context, p *process, since time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last string
@@ -420,7 +438,11 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 			last = "no Ready condition"
 			for _, c := range node.Status.Conditions {
 				if c.Type == corev1.NodeReady {
-					if c.Status == corev1.ConditionTrue {
+					// A heartbeat of the restarted kubelet, not the old one's
+					// (they have one-second resolution, so one in since's
+					// second is not taken).
+					fresh := since.IsZero() || c.LastHeartbeatTime.Time.After(since)
+					if c.Status == corev1.ConditionTrue && fresh {
 						return nil
 					}
 					last = fmt.Sprintf("Ready=%s: %s", c.Status, c.Message)

@@ -123,6 +123,21 @@ func (p *Process) Stop(grace time.Duration) error {
 	return nil
 }
 
+// Restart stops the process as Stop does and starts the same command line
+// again, with the same environment, appending to the same log: a daemon
+// restarted in place, as an operator or a crash would.
+func (p *Process) Restart(grace time.Duration) (*Process, error) {
+	if err := p.Stop(grace); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
+	cmd.Env, cmd.Dir = p.cmd.Env, p.cmd.Dir
+	if sa := p.cmd.SysProcAttr; sa != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: sa.Pdeathsig}
+	}
+	return StartLogged(p.Name, p.LogPath, cmd)
+}
+
 // ExitError describes an unexpected exit, with the end of the log.
 func (p *Process) ExitError() error {
 	return fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.Name, p.waitErr, p.LogPath, LogTail(p.LogPath, 40))
