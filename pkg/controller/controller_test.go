@@ -124,7 +124,8 @@ func (f *fixture) jobFor(spec *v1alpha1.ImageSpec, phase v1alpha1.ImageSpecJobPh
 			CreationTimestamp: metav1.NewTime(testNow.Add(-time.Minute)),
 			OwnerReferences:   []metav1.OwnerReference{*metav1.NewControllerRef(spec, v1alpha1.SchemeGroupVersion.WithKind("ImageSpec"))},
 		},
-		Spec:   v1alpha1.ImageSpecJobSpec{BaseImage: spec.Spec.BaseImage, Packages: spec.Spec.Packages, TargetImage: rev.targetImage},
+		Spec: v1alpha1.ImageSpecJobSpec{BaseImage: spec.Spec.BaseImage, Packages: spec.Spec.Packages, TargetImage: rev.targetImage,
+			PushSecret: f.ctrl.pushSecretName(), RepoPrefix: f.ctrl.opts.Registry.RepoPrefix},
 		Status: v1alpha1.ImageSpecJobStatus{Phase: phase},
 	}
 	if phase != "" && phase != v1alpha1.JobPending {
@@ -589,5 +590,65 @@ func TestTruncateTail(t *testing.T) {
 	got := truncateTail(s, v1alpha1.MaxLogTailBytes)
 	if len(got) > v1alpha1.MaxLogTailBytes || !strings.HasPrefix(got, "line") || !strings.HasSuffix(s, got) {
 		t.Fatalf("tail %d bytes, starts %q", len(got), got[:10])
+	}
+}
+
+// Only jobs the controller made for an existing ImageSpec are built: a
+// hand-made job that targets another repository, another tag than its
+// inputs make, or another push Secret ends Failed/Rejected naming the
+// field, and the backend never sees it.
+func TestHandMadeJobsAreRejected(t *testing.T) {
+	spec := newSpec("app", v1alpha1.Packages{Pip: []string{"requests"}})
+	cases := []struct {
+		name  string
+		edit  func(j *v1alpha1.ImageSpecJob)
+		field string // "" means built
+	}{
+		{"made by the controller", func(*v1alpha1.ImageSpecJob) {}, ""},
+		{"no owner", func(j *v1alpha1.ImageSpecJob) { j.OwnerReferences = nil }, "metadata.ownerReferences"},
+		// The ImageSpec it names is gone: cancelled as any job whose
+		// ImageSpec was deleted.
+		{"owner of another uid", func(j *v1alpha1.ImageSpecJob) { j.OwnerReferences[0].UID = "other" }, "deleted"},
+		{"owner is not an ImageSpec", func(j *v1alpha1.ImageSpecJob) { j.OwnerReferences[0].Kind = "ConfigMap" }, "metadata.ownerReferences"},
+		{"another tenant's repository", func(j *v1alpha1.ImageSpecJob) {
+			j.Spec.TargetImage = testPrefix + "/victim:" + strings.Repeat("a", 12)
+		}, "spec.targetImage"},
+		{"a shared base image", func(j *v1alpha1.ImageSpecJob) { j.Spec.TargetImage = "registry.example.com/base/python:3.11" }, "spec.targetImage"},
+		{"a tag its inputs do not make", func(j *v1alpha1.ImageSpecJob) { j.Spec.TargetImage = testPrefix + "/app:latest" }, "spec.targetImage"},
+		{"inputs changed under the target", func(j *v1alpha1.ImageSpecJob) { j.Spec.Packages.Pip = []string{"evil"} }, "spec.targetImage"},
+		{"another push Secret", func(j *v1alpha1.ImageSpecJob) { j.Spec.PushSecret = "stolen" }, "spec.pushSecret"},
+		{"another repository prefix", func(j *v1alpha1.ImageSpecJob) { j.Spec.RepoPrefix = "elsewhere.example.com" }, "spec.repoPrefix"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f0 := newFixture(t, defaultOptions(), spec)
+			job := f0.jobFor(spec, "")
+			tc.edit(job)
+			f := newFixture(t, defaultOptions(), spec, job)
+			f.syncJob(job)
+			key := keyOf(job).String()
+			if tc.field == "" {
+				if f.backend.Starts(key) != 1 {
+					t.Fatalf("the controller's own job was not built: %v", f.writes())
+				}
+				return
+			}
+			if n := f.backend.Starts(key); n != 0 {
+				t.Errorf("the backend started the job %d times", n)
+			}
+			st := statusUpdate[*v1alpha1.ImageSpecJob](t, f.writes(), "imagespecjobs").Status
+			if tc.field == "deleted" {
+				if st.Phase != v1alpha1.JobCancelled || st.Reason != v1alpha1.ReasonImageSpecDeleted {
+					t.Errorf("status %s/%s %q, want Cancelled/ImageSpecDeleted", st.Phase, st.Reason, st.Message)
+				}
+				return
+			}
+			if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonRejected || !strings.Contains(st.Message, tc.field) {
+				t.Errorf("status %s/%s %q, want Failed/Rejected naming %s", st.Phase, st.Reason, st.Message, tc.field)
+			}
+			if strings.Contains(st.Message, testPassword) {
+				t.Error("the message holds the password")
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/metrics"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // started reports whether a backend was asked to build the job.
@@ -49,6 +51,11 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	}
 
 	now := c.now()
+	var rejected field.ErrorList
+	if !started(job) && len(validateJob(job)) == 0 {
+		// Invalid inputs are reported as such below.
+		rejected = c.authorizeJob(job)
+	}
 	switch {
 	case job.Spec.Cancel:
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonCancelled, "Cancelled: spec.cancel is true")
@@ -57,6 +64,10 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		// build could still push, so it stops now.
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonImageSpecDeleted,
 			fmt.Sprintf("Cancelled: ImageSpec %s was deleted", c.ownerDeleted(job)))
+	case len(rejected) > 0:
+		// Before superseding: a job that was never the controller's says
+		// so, instead of looking like an outdated revision.
+		return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonRejected, "Not built: "+rejected.ToAggregate().Error())
 	case c.supersededBy(job) != "":
 		return c.stopJob(ctx, job, v1alpha1.JobCancelled, v1alpha1.ReasonSuperseded,
 			fmt.Sprintf("Superseded: the ImageSpec changed; %s builds the current spec", c.supersededBy(job)))
@@ -70,6 +81,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		if errs := validateJob(job); len(errs) > 0 {
 			return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonInvalidSpec, errs.ToAggregate().Error())
 		}
+
 		if !c.slots.acquire(key) {
 			status.Phase = v1alpha1.JobPending
 			status.Reason = v1alpha1.ReasonQueued
@@ -114,6 +126,46 @@ func validateJob(job *v1alpha1.ImageSpecJob) field.ErrorList {
 	errs := dockerfile.ValidateBaseImage(in.BaseImage, specPath.Child("baseImage"))
 	errs = append(errs, dockerfile.ValidatePackages(in.Packages, specPath.Child("packages"))...)
 	errs = append(errs, dockerfile.ValidateSources(in.Sources, specPath.Child("packageSources"))...)
+	return errs
+}
+
+// authorizeJob checks that the job is one the controller made: controlled
+// by an ImageSpec that exists, pushing to exactly the image its own inputs
+// make under the configured repository prefix, with the configured push
+// Secret. Anyone who may create jobs could otherwise push anything to any
+// repository the push credentials reach (another tenant's image, a shared
+// base image).
+func (c *Controller) authorizeJob(job *v1alpha1.ImageSpecJob) field.ErrorList {
+	meta := field.NewPath("metadata")
+	specPath := field.NewPath("spec")
+	ref := metav1.GetControllerOf(job)
+	if ref == nil || ref.Kind != "ImageSpec" || !strings.HasPrefix(ref.APIVersion, v1alpha1.SchemeGroupVersion.Group+"/") {
+		return field.ErrorList{field.Forbidden(meta.Child("ownerReferences"),
+			"a job is built only for the ImageSpec that controls it; create or edit an ImageSpec instead")}
+	}
+	owner, err := c.specLister.ImageSpecs(job.Namespace).Get(ref.Name)
+	if err != nil || owner.UID != ref.UID {
+		return field.ErrorList{field.Forbidden(meta.Child("ownerReferences"),
+			fmt.Sprintf("ImageSpec %s (uid %s) does not exist", ref.Name, ref.UID))}
+	}
+	var errs field.ErrorList
+	in := backend.Inputs(job.Spec.BaseImage, job.Spec.Packages, nil)
+	tag := revision.TagWithBase(in, job.Spec.UpdateTime, job.Annotations[BaseImageDigestAnnotation])
+	want, err := revision.TargetImage(c.opts.Registry.RepoPrefix, owner.Name, tag)
+	if err != nil {
+		errs = append(errs, field.Forbidden(specPath.Child("targetImage"), err.Error()))
+	} else if job.Spec.TargetImage != want {
+		errs = append(errs, field.Forbidden(specPath.Child("targetImage"),
+			fmt.Sprintf("%q is not the image this job's inputs make for ImageSpec %s: %s", job.Spec.TargetImage, owner.Name, want)))
+	}
+	if job.Spec.PushSecret != c.pushSecretName() {
+		errs = append(errs, field.Forbidden(specPath.Child("pushSecret"),
+			fmt.Sprintf("%q is not the controller's push Secret %q", job.Spec.PushSecret, c.pushSecretName())))
+	}
+	if job.Spec.RepoPrefix != "" && job.Spec.RepoPrefix != c.opts.Registry.RepoPrefix {
+		errs = append(errs, field.Forbidden(specPath.Child("repoPrefix"),
+			fmt.Sprintf("%q is not the configured repository prefix %q", job.Spec.RepoPrefix, c.opts.Registry.RepoPrefix)))
+	}
 	return errs
 }
 

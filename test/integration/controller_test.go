@@ -482,3 +482,58 @@ func TestControllerLeavesForeignSecretAlone(t *testing.T) {
 		t.Fatal("the user's Secret was overwritten")
 	}
 }
+
+// A job made by hand, by anyone who may create ImageSpecJobs, is built
+// only if it is exactly what the controller would make: one that targets
+// another tenant's repository, or that copies its ImageSpec's owner
+// reference but points at another image, ends Failed/Rejected naming the
+// field, and the backend never starts it. The ImageSpec's own build goes
+// on.
+func TestControllerRejectsHandMadeJobs(t *testing.T) {
+	ns := NewTestNamespace(t)
+	c, _ := clients(t)
+	be := backendtest.NewScripted()
+	startController(t, be, defaultControllerOptions(ns))
+	spec := createSpec(t, c, newImageSpec(ns, "mine", v1alpha1.Packages{Pip: []string{"requests"}}))
+	own := waitForSpec(t, c, ns, "mine", "a job", func(s *v1alpha1.ImageSpec) bool { return s.Status.JobName != "" })
+
+	handMade := []*v1alpha1.ImageSpecJob{
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "victim", Namespace: ns},
+			Spec: v1alpha1.ImageSpecJobSpec{
+				BaseImage: "python:3.11-slim", TargetImage: testRepoPrefix + "/victim:latest",
+				PushSecret: controller.DefaultPushSecretName,
+			},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "mine-shadow", Namespace: ns,
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(spec, v1alpha1.SchemeGroupVersion.WithKind("ImageSpec"))}},
+			Spec: v1alpha1.ImageSpecJobSpec{
+				BaseImage: "python:3.11-slim", Packages: v1alpha1.Packages{Pip: []string{"requests"}},
+				TargetImage: "registry.test.example/base/python:3.11-slim",
+				PushSecret:  controller.DefaultPushSecretName,
+			},
+		},
+	}
+	for _, j := range handMade {
+		if _, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Create(context.Background(), j, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, j := range handMade {
+		got := waitForJobPhase(t, c, ns, j.Name, v1alpha1.JobFailed)
+		if got.Status.Reason != v1alpha1.ReasonRejected {
+			t.Errorf("job %s: reason %s (%s), want Rejected", j.Name, got.Status.Reason, got.Status.Message)
+		}
+		want := map[string]string{"victim": "metadata.ownerReferences", "mine-shadow": "spec.targetImage"}[j.Name]
+		if !strings.Contains(got.Status.Message, want) {
+			t.Errorf("job %s: message %q does not name %s", j.Name, got.Status.Message, want)
+		}
+		if n := be.Starts(ns + "/" + j.Name); n != 0 {
+			t.Errorf("the backend started hand-made job %s %d times", j.Name, n)
+		}
+	}
+	// The ImageSpec's own job is built as usual.
+	be.Succeed(ns+"/"+own.Status.JobName, "sha256:"+strings.Repeat("b", 64))
+	waitForJobPhase(t, c, ns, own.Status.JobName, v1alpha1.JobSucceeded)
+}

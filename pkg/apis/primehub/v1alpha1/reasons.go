@@ -26,6 +26,7 @@ const (
 	ReasonPushSecretFailed       = "PushSecretFailed"
 	ReasonImageSpecDeleted       = "ImageSpecDeleted"
 	ReasonCancelIncomplete       = "CancelIncomplete"
+	ReasonRejected               = "Rejected"
 )
 
 // Event reasons besides the status reasons that are also events
@@ -88,6 +89,7 @@ var Reasons = []ReasonDoc{
 	{ReasonPushSecretFailed, []ReasonKind{KindStatus, KindEvent}, "Pending: the push Secret cannot be written (retried)"},
 	{ReasonImageSpecDeleted, []ReasonKind{KindStatus}, "Cancelled: the ImageSpec was deleted; stopped before garbage collection"},
 	{ReasonCancelIncomplete, []ReasonKind{KindStatus, KindEvent}, "Cancelled (Failed after a timeout): stopping was not confirmed within --cancel-timeout; the event names what may be left"},
+	{ReasonRejected, []ReasonKind{KindStatus}, "Failed: the job is not one the controller made for its ImageSpec (owner, target image, push Secret or repository prefix differ); never built"},
 	{EventJobCreated, []ReasonKind{KindEvent}, "a job was created, with its cause"},
 	{EventJobNameTaken, []ReasonKind{KindEvent}, "a job of the deterministic name exists and is not the ImageSpec's"},
 	{EventBuildQueued, []ReasonKind{KindEvent}, "the job waits for a build slot"},
