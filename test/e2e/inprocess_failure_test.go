@@ -131,10 +131,7 @@ func TestInprocessCancelMidBuild(t *testing.T) {
 		t.Fatalf("job %s is %s while its pip step runs", job.Name, job.Status.Phase)
 	}
 	start := time.Now()
-	job.Spec.Cancel = true
-	if _, err := jobs.Update(ctx, job, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cancelJob(t, jobs, job.Name)
 	job = WaitJob(t, c, ns, "slow", "", buildTimeout)
 	t.Logf("cancel took %s from spec.cancel to phase %s", time.Since(start).Round(time.Millisecond), job.Status.Phase)
 	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonCancelled {

@@ -9,12 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
+	typedv1alpha1 "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned/typed/primehub/v1alpha1"
 )
 
 // buildTimeout bounds one build in these tests; a cold apt + pip build
@@ -157,5 +159,17 @@ func requireBuiltBy(tb testing.TB, job *v1alpha1.ImageSpecJob, backendName strin
 	}
 	if job.Status.Backend != backendName {
 		tb.Errorf("status.backend = %q, want %q", job.Status.Backend, backendName)
+	}
+}
+
+// cancelJob sets spec.cancel with a merge patch, as kubectl patch does: no
+// resourceVersion, so the controller's own status writes cannot make it
+// conflict.
+func cancelJob(tb testing.TB, jobs typedv1alpha1.ImageSpecJobInterface, name string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := jobs.Patch(ctx, name, types.MergePatchType, []byte(`{"spec":{"cancel":true}}`), metav1.PatchOptions{}); err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -223,14 +223,9 @@ func testPodCancelMidBuild(t *testing.T, p *PodEnv) {
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
 	})
 	job := runningJob(t, c, ns, "slow", "", index)
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
 	jobs := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns)
 	start := time.Now()
-	job.Spec.Cancel = true
-	if _, err := jobs.Update(ctx, job, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cancelJob(t, jobs, job.Name)
 	job = WaitJob(t, c, ns, "slow", "", buildTimeout)
 	t.Logf("cancel took %s from spec.cancel to phase %s", time.Since(start).Round(time.Millisecond), job.Status.Phase)
 	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonCancelled {

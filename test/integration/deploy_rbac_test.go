@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -434,12 +435,10 @@ func TestDeployRBACBuildahpodBackend(t *testing.T) {
 		t.Fatalf("build ConfigMap: %v", err)
 	}
 
-	j, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Get(context.Background(), job, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.Spec.Cancel = true
-	if _, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Update(context.Background(), j, metav1.UpdateOptions{}); err != nil {
+	// A merge patch, as kubectl patch sends: no resourceVersion, so the
+	// controller's own status writes cannot make it conflict.
+	if _, err := c.PrimehubV1alpha1().ImageSpecJobs(ns).Patch(context.Background(), job, types.MergePatchType,
+		[]byte(`{"spec":{"cancel":true}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitForJobPhase(t, c, ns, job, v1alpha1.JobCancelled)
