@@ -51,10 +51,13 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	}
 
 	now := c.now()
-	var rejected field.ErrorList
-	if !started(job) && len(validateJob(job)) == 0 {
-		// Invalid inputs are reported as such below.
-		rejected = c.authorizeJob(job)
+	// Checked before a build starts; invalid inputs are reported as such
+	// (below), not as a job the controller did not make.
+	var invalid, rejected field.ErrorList
+	if !started(job) {
+		if invalid = validateJob(job); len(invalid) == 0 {
+			rejected = c.authorizeJob(job)
+		}
 	}
 	switch {
 	case job.Spec.Cancel:
@@ -78,10 +81,9 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	status := job.Status.DeepCopy()
 	status.ObservedGeneration = job.Generation
 	if !started(job) {
-		if errs := validateJob(job); len(errs) > 0 {
-			return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonInvalidSpec, errs.ToAggregate().Error())
+		if len(invalid) > 0 {
+			return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonInvalidSpec, invalid.ToAggregate().Error())
 		}
-
 		if !c.slots.acquire(key) {
 			status.Phase = v1alpha1.JobPending
 			status.Reason = v1alpha1.ReasonQueued
