@@ -261,7 +261,7 @@ func (cp *ControlPlane) Restart(ctx context.Context, withEtcd bool) error {
 	cp.mu.Lock()
 	cp.apiserver = apiserver
 	cp.mu.Unlock()
-	client, err := cp.adminHTTPClient()
+	client, err := cp.clientWithCert(cp.RESTConfig.CertData, cp.RESTConfig.KeyData)
 	if err != nil {
 		return err
 	}
@@ -269,9 +269,11 @@ func (cp *ControlPlane) Restart(ctx context.Context, withEtcd bool) error {
 	return waitHTTP(ctx, apiserver, client, cp.APIServerURL+"/readyz", 120*time.Second)
 }
 
-// adminHTTPClient reaches the apiserver as AdminUser.
-func (cp *ControlPlane) adminHTTPClient() (*http.Client, error) {
-	pair, err := tls.X509KeyPair(cp.RESTConfig.CertData, cp.RESTConfig.KeyData)
+// clientWithCert is an HTTP client that trusts the control plane's CA and
+// authenticates with a client certificate: it polls the apiserver's
+// /readyz, at start and after Restart.
+func (cp *ControlPlane) clientWithCert(certPEM, keyPEM []byte) (*http.Client, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -494,17 +496,9 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 	if err != nil {
 		return err
 	}
-	pair, err := tls.X509KeyPair(adminCert, adminKey)
+	httpClient, err := cp.clientWithCert(adminCert, adminKey)
 	if err != nil {
 		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cp.CA.Cert)
-	httpClient := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
-		}},
 	}
 	defer httpClient.CloseIdleConnections()
 
