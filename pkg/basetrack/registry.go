@@ -3,8 +3,6 @@ package basetrack
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -63,13 +61,7 @@ func (r *RegistryCheck) Check(ctx context.Context, key Key) (string, error) {
 	if user, password, ok := auths.Lookup(host, reference.Path(named)); ok {
 		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: password}
 	}
-	if d := r.CertDir; d != "" {
-		if _, err := os.Stat(filepath.Join(d, "ca.crt")); err == nil {
-			sys.DockerCertPath = d
-		} else {
-			sys.DockerPerHostCertDirPath = d
-		}
-	}
+	credentials.TrustCertDir(sys, r.CertDir)
 	if slices.Contains(r.Insecure, host) {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 	}

@@ -1,6 +1,7 @@
 // Package credentials reads registry credentials from docker Secrets
-// (kubernetes.io/dockerconfigjson, or the legacy kubernetes.io/dockercfg)
-// and picks the entry for a registry. The inprocess backend and base image
+// (kubernetes.io/dockerconfigjson, or the legacy kubernetes.io/dockercfg),
+// picks the entry for a registry, and points containers/image at the
+// registry CAs to trust. The inprocess backend and base image
 // tracking read Secrets through it, so a Secret means the same to both.
 package credentials
 
@@ -9,7 +10,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/containers/image/v5/types"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -139,4 +144,18 @@ func normalizeKey(key string) string {
 		key = "docker.io"
 	}
 	return key
+}
+
+// TrustCertDir makes sys trust the registry CAs in dir: a dir holding
+// ca.crt trusts it for every registry, otherwise dir is a certs.d tree of
+// <host[:port]>/ca.crt. An empty dir changes nothing (the system's CAs).
+func TrustCertDir(sys *types.SystemContext, dir string) {
+	if dir == "" {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca.crt")); err == nil {
+		sys.DockerCertPath = dir
+	} else {
+		sys.DockerPerHostCertDirPath = dir
+	}
 }

@@ -3,8 +3,12 @@ package credentials
 import (
 	"context"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containers/image/v5/types"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,5 +94,28 @@ func TestLookup(t *testing.T) {
 	}
 	if _, p, _ := a.Lookup("reg:5000", "team/app"); p != "t" {
 		t.Errorf("password %q, want t", p)
+	}
+}
+
+func TestTrustCertDir(t *testing.T) {
+	single := t.TempDir()
+	if err := os.WriteFile(filepath.Join(single, "ca.crt"), []byte("pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tree := t.TempDir()
+	for _, tc := range []struct {
+		dir               string
+		certPath, perHost string
+	}{
+		{single, single, ""},
+		{tree, "", tree},
+		{"", "", ""},
+	} {
+		sys := &types.SystemContext{}
+		TrustCertDir(sys, tc.dir)
+		if sys.DockerCertPath != tc.certPath || sys.DockerPerHostCertDirPath != tc.perHost {
+			t.Errorf("TrustCertDir(%q): DockerCertPath %q, DockerPerHostCertDirPath %q; want %q, %q",
+				tc.dir, sys.DockerCertPath, sys.DockerPerHostCertDirPath, tc.certPath, tc.perHost)
+		}
 	}
 }

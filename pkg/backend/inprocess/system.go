@@ -13,6 +13,8 @@ import (
 	"github.com/containers/image/v5/types"
 	"github.com/containers/storage"
 	"golang.org/x/sys/unix"
+
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 )
 
 // Stores opened by backends of this process, by storage dir. containers/
@@ -140,12 +142,6 @@ func (b *Backend) systemContext(authFile string) *types.SystemContext {
 		// only ever uses the credentials its Secrets give it.
 		sc.AuthFilePath = filepath.Join(b.confDir, "no-auth.json")
 	}
-	if d := b.opts.RegistryCertDir; d != "" {
-		if _, err := os.Stat(filepath.Join(d, "ca.crt")); err == nil {
-			sc.DockerCertPath = d
-		} else {
-			sc.DockerPerHostCertDirPath = d
-		}
-	}
+	credentials.TrustCertDir(sc, b.opts.RegistryCertDir)
 	return sc
 }
