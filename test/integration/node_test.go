@@ -2,11 +2,14 @@ package integration
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -17,10 +20,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/imagespec/imagespec-controller/test/framework/hostaddr"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/node"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
@@ -233,6 +239,78 @@ func TestNode(t *testing.T) {
 		}
 		if !strings.HasPrefix(string(out), "exec works\n") {
 			t.Errorf("kubectl exec = %q", out)
+		}
+	})
+
+	// A pod on the pod network (no hostNetwork) reaches a server on the
+	// framework's host address directly and through a Service that
+	// kube-proxy serves, and the Debian mirror the host uses, masqueraded.
+	t.Run("PodNetwork", func(t *testing.T) {
+		ctx := testContext(t, 3*time.Minute)
+		lease, err := hostaddr.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = lease.Release() })
+		l, err := net.Listen("tcp", net.JoinHostPort(lease.IP(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "host server saw %s\n", strings.Split(r.RemoteAddr, ":")[0])
+		})}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		port := l.Addr().(*net.TCPAddr).Port
+
+		ns := NewTestNamespace(t)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "host-server", Namespace: ns},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(int32(port))}}},
+		}
+		svc, err = e.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready, port32 := true, int32(port)
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "host-server", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{lease.IP()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+			Ports:       []discoveryv1.EndpointPort{{Port: &port32}},
+		}
+		if _, err := e.kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		mirror, err := url.Parse(images.Mirror())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Debian's image, for bash's /dev/tcp: busybox's static wget
+		// crashes resolving names.
+		debian, _, err := images.Push(ctx, images.Debian, e.reg, "imagespec/debian")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// kube-proxy writes the Service's rules within its sync period; retry.
+		script := fmt.Sprintf(`set -e
+get() { exec 3<>/dev/tcp/$1/$2; printf 'GET %%s HTTP/1.1\r\nHost: %%s\r\nConnection: close\r\n\r\n' "$3" "$1" >&3; cat <&3; exec 3<&-; }
+get %s %d /
+for i in $(seq 1 60); do get %s 80 / 2>/dev/null && break; sleep 1; done
+get %s %s %s | grep -m1 '^Origin: Debian'`, lease.IP(), port, svc.Spec.ClusterIP, mirror.Hostname(), cmp.Or(mirror.Port(), "80"), strings.TrimSuffix(mirror.Path, "/")+"/dists/bookworm/Release")
+		pod := nodePod(ns, "pod-network", debian, "bash", "-c", script)
+		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: e.pullSecret(t, ns)}}
+		e.create(t, pod)
+		p := e.waitPod(t, ns, pod.Name, 2*time.Minute, podDone)
+		logs := e.logs(t, ns, pod.Name)
+		if p.Status.Phase != corev1.PodSucceeded {
+			t.Fatalf("phase %s, log:\n%s", p.Status.Phase, logs)
+		}
+		// The server sees the pod's own address both ways: no hostNetwork,
+		// no masquerade for traffic that stays on the machine.
+		want := "host server saw " + p.Status.PodIP + "\n"
+		if p.Status.PodIP == "" || p.Spec.HostNetwork || strings.Count(logs, want) != 2 || !strings.Contains(logs, "Origin: Debian") {
+			t.Errorf("pod %s (hostNetwork %v) logged:\n%s\nwant %q twice and the mirror's Release file", p.Status.PodIP, p.Spec.HostNetwork, logs, want)
 		}
 	})
 

@@ -54,7 +54,7 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file="+cp.PKI.ServiceAccountKey,
 		"--root-ca-file="+cp.PKI.CACert,
-		"--service-cluster-ip-range="+serviceCIDR,
+		"--service-cluster-ip-range="+ServiceCIDR,
 		"--controllers="+strings.Join(ControllerManagerControllers, ","),
 		// Deleted namespaces and owners are collected within seconds.
 		"--concurrent-gc-syncs=5",

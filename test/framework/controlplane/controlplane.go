@@ -1,5 +1,6 @@
-// Package controlplane runs a real etcd and kube-apiserver on 127.0.0.1 for
-// tests and for the local development environment, with the project's CRDs
+// Package controlplane runs a real etcd and kube-apiserver (on 127.0.0.1 or
+// Options.Address) for tests and for the local development environment,
+// with the project's CRDs
 // installed, and optionally kube-controller-manager (garbage collection,
 // namespace deletion, Deployments, ServiceAccounts). There is no
 // scheduler: pods need spec.nodeName. CreateNamespace also does what the
@@ -38,9 +39,12 @@ import (
 const KeepWorkDirEnv = "IMAGESPEC_KEEP_WORKDIR"
 
 const (
-	workDirPrefix    = "imagespec-controlplane-"
-	serviceCIDR      = "10.96.0.0/16"
-	serviceClusterIP = "10.96.0.1"
+	workDirPrefix = "imagespec-controlplane-"
+	// ServiceCIDR is the Service IP range; a node's kube-proxy serves it.
+	ServiceCIDR = "10.96.0.0/16"
+	// KubernetesServiceIP is the kubernetes Service's ClusterIP, which the
+	// serving certificate holds for in-cluster clients.
+	KubernetesServiceIP = "10.96.0.1"
 	// AdminUser is the client certificate's CN; its group is system:masters.
 	AdminUser = "imagespec-admin"
 )
@@ -62,6 +66,12 @@ type Options struct {
 	// ControllerManager runs kube-controller-manager with
 	// ControllerManagerControllers (BinDir must hold it).
 	ControllerManager bool
+	// Address is the IP kube-apiserver listens on and advertises;
+	// 127.0.0.1 when empty. Pods reach the apiserver through the
+	// kubernetes Service (a node's kube-proxy) only when it is not a
+	// loopback address: then the apiserver keeps the Service's endpoints
+	// itself. test/framework/hostaddr has one.
+	Address string
 }
 
 // Timings of one Start, each measured from the call to Start.
@@ -93,6 +103,7 @@ type ControlPlane struct {
 	CRDs []string
 
 	logf        func(string, ...any)
+	address     string
 	ownsWorkDir bool
 	etcd        *process
 	apiserver   *process
@@ -112,7 +123,13 @@ type ControlPlane struct {
 // stopped again. Call Stop when done.
 func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	begin := time.Now()
-	cp := &ControlPlane{logf: opts.Logf, BinDir: opts.BinDir, done: make(chan struct{})}
+	cp := &ControlPlane{logf: opts.Logf, BinDir: opts.BinDir, address: opts.Address, done: make(chan struct{})}
+	if cp.address == "" {
+		cp.address = "127.0.0.1"
+	}
+	if net.ParseIP(cp.address) == nil {
+		return nil, fmt.Errorf("controlplane: Address %q is not an IP address", cp.address)
+	}
 	if cp.logf == nil {
 		cp.logf = func(string, ...any) {}
 	}
@@ -159,7 +176,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 	cp.logf("control plane work dir %s", cp.WorkDir)
 
-	if cp.CA, cp.PKI, err = writePKI(filepath.Join(cp.WorkDir, "pki")); err != nil {
+	if cp.CA, cp.PKI, err = writePKI(filepath.Join(cp.WorkDir, "pki"), cp.address); err != nil {
 		return nil, err
 	}
 
@@ -192,6 +209,9 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	go cp.watch()
 	return cp, nil
 }
+
+// Address is the IP the apiserver listens on and advertises.
+func (cp *ControlPlane) Address() string { return cp.address }
 
 // Done is closed when etcd, kube-apiserver or kube-controller-manager
 // exits, through Stop or not (not through Restart); a long-lived user (the
@@ -401,6 +421,15 @@ func (cp *ControlPlane) WriteKubeconfig(path, user string, groups []string) erro
 	return writeKubeconfig(path, cp.APIServerURL, cp.CA.CertPEM, certPEM, keyPEM)
 }
 
+// endpointReconciler: a loopback address is not a valid Endpoints address,
+// so the kubernetes Service gets endpoints only for another address.
+func endpointReconciler(address string) string {
+	if net.ParseIP(address).IsLoopback() {
+		return "none"
+	}
+	return "lease"
+}
+
 func writeKubeconfig(path, server string, caPEM, certPEM, keyPEM []byte) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["imagespec"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
@@ -507,12 +536,12 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 		if err != nil {
 			return err
 		}
-		url := fmt.Sprintf("https://127.0.0.1:%d", port)
+		url := "https://" + net.JoinHostPort(cp.address, strconv.Itoa(port))
 		logPath := filepath.Join(cp.WorkDir, "kube-apiserver.log")
 		_ = os.Remove(logPath)
 		args := []string{
-			"--advertise-address=127.0.0.1",
-			"--bind-address=127.0.0.1",
+			"--advertise-address=" + cp.address,
+			"--bind-address=" + cp.address,
 			"--secure-port=" + strconv.Itoa(port),
 			"--etcd-servers=" + cp.EtcdURL,
 			"--cert-dir=" + filepath.Join(cp.WorkDir, "apiserver-certs"),
@@ -524,10 +553,9 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file=" + cp.PKI.ServiceAccountPub,
 			"--service-account-signing-key-file=" + cp.PKI.ServiceAccountKey,
-			"--service-cluster-ip-range=" + serviceCIDR,
+			"--service-cluster-ip-range=" + ServiceCIDR,
 			"--authorization-mode=Node,RBAC",
-			// 127.0.0.1 is not a valid Endpoints address.
-			"--endpoint-reconciler-type=none",
+			"--endpoint-reconciler-type=" + endpointReconciler(cp.address),
 			// Image builds run in privileged pods.
 			"--allow-privileged=true",
 			"--profiling=false",

@@ -115,7 +115,7 @@ func (ca *CA) Issue(commonName string, groups []string, hosts []string, server b
 
 // writePKI creates the CA, the serving and kubelet-client certificates and
 // the service-account key pair under dir.
-func writePKI(dir string) (*CA, PKIPaths, error) {
+func writePKI(dir, address string) (*CA, PKIPaths, error) {
 	p := PKIPaths{
 		CACert:            filepath.Join(dir, "ca.crt"),
 		CAKey:             filepath.Join(dir, "ca.key"),
@@ -143,8 +143,8 @@ func writePKI(dir string) (*CA, PKIPaths, error) {
 	}
 	// The in-cluster names let pods that reach the apiserver through the
 	// kubernetes Service verify it as well.
-	hosts := []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
-		"kubernetes.default.svc", "kubernetes.default.svc.cluster.local", serviceClusterIP}
+	hosts := []string{"127.0.0.1", address, "localhost", "kubernetes", "kubernetes.default",
+		"kubernetes.default.svc", "kubernetes.default.svc.cluster.local", KubernetesServiceIP}
 	if files[p.ServingCert], files[p.ServingKey], err = ca.Issue("kube-apiserver", nil, hosts, true); err != nil {
 		return nil, p, fmt.Errorf("issue serving certificate: %w", err)
 	}

@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// Sysctls the kubelet sets at start (setupKernelTunables) plus the one a
-// bridge CNI plugin may flip; Stop writes back what was there before.
+// Sysctls the kubelet sets at start (setupKernelTunables), IPv4
+// forwarding for the pod network, and what kube-proxy may set despite its
+// configuration; Stop writes back what was there before.
 var trackedSysctls = []string{
 	"vm/overcommit_memory",
 	"vm/panic_on_oom",
@@ -25,6 +26,8 @@ var trackedSysctls = []string{
 	"kernel/keys/root_maxkeys",
 	"kernel/keys/root_maxbytes",
 	"net/ipv4/ip_forward",
+	"net/ipv4/conf/all/route_localnet",
+	"net/bridge/bridge-nf-call-iptables",
 }
 
 // Host paths outside the work dir that the kubelet, containerd or its shims
@@ -75,6 +78,10 @@ type hostState struct {
 	Bridge       string            `json:"bridge"`
 	Sysctls      map[string]string `json:"sysctls"`
 	CreatedPaths []string          `json:"createdPaths"` // hostPaths absent before Start
+	// Masquerade is the pod subnet of the masquerade rule, once added.
+	Masquerade string `json:"masquerade,omitempty"`
+	// KubeProxyBin is set once kube-proxy may have written rules.
+	KubeProxyBin string `json:"kubeProxyBin,omitempty"`
 }
 
 func stateDir() string { return filepath.Join(os.TempDir(), "imagespec-node-state") }
@@ -120,6 +127,16 @@ func (s *hostState) cleanup(keepWorkDir bool) error {
 			if out, err := exec.Command("ip", "link", "delete", s.Bridge).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("delete bridge %s: %v: %s", s.Bridge, err, out))
 			}
+		}
+	}
+	if s.KubeProxyBin != "" {
+		if err := cleanupKubeProxy(s.KubeProxyBin); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.Masquerade != "" {
+		if err := removeMasquerade(s.Masquerade, s.WorkDir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s.WorkDir != "" {

@@ -4,11 +4,14 @@
 // pulling from a local registry from test/framework/registry.
 //
 // Pod network: a bridge CNI network (Debian's containernetworking-plugins)
-// on a private /24 without gateway or masquerade, so the node becomes Ready
-// and pods get an address and talk to each other, with no iptables rule and
-// no route on the host. Services on the host's 127.0.0.1 (the apiserver, the
-// test registry) are reachable only from hostNetwork pods. Image pulls are
-// done by containerd on the host and reach the registry either way.
+// on a private /24 whose host side is the pods' gateway, with IPv4
+// forwarding and a masquerade rule for traffic leaving it, and the pinned
+// kube-proxy (iptables mode) serving the Service range. Pods reach the
+// test servers on test/framework/hostaddr's address, Services (the
+// kubernetes Service too, when the apiserver listens there) and, through
+// the host, what the host reaches. Services on the host's 127.0.0.1 are
+// reachable only from hostNetwork pods. Image pulls are done by
+// containerd on the host. See network.go.
 //
 // Schedule pods by setting spec.nodeName to Node.Name, or start the node
 // with Options.Scheduler to run the pinned kube-scheduler. Only one node runs per machine at a time (a host-wide lock):
@@ -57,7 +60,7 @@ const SandboxRepo = "imagespec/pause:node"
 
 const cniBinDir = "/usr/lib/cni"
 
-//go:embed containerd.toml.tmpl kubelet.yaml.tmpl cni.conflist.tmpl
+//go:embed containerd.toml.tmpl kubelet.yaml.tmpl cni.conflist.tmpl kube-proxy.yaml.tmpl
 var templates embed.FS
 
 // Options configure Start.
@@ -85,6 +88,7 @@ type Timings struct {
 	Prepared        time.Duration // lock taken, pause image pushed, configs written
 	ContainerdReady time.Duration // containerd answers and has the sandbox image
 	NodeReady       time.Duration // the Node object is Ready
+	KubeProxyReady  time.Duration // kube-proxy wrote the Service rules
 }
 
 // Node is a running containerd and kubelet.
@@ -108,6 +112,7 @@ type Node struct {
 	containerd *process
 	kubelet    *process
 	scheduler  *process
+	kubeProxy  *process
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -180,6 +185,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := createCgroupRoot(n.CgroupRoot); err != nil {
 		return nil, err
 	}
+	if err := n.enableForwarding(); err != nil {
+		return nil, err
+	}
 	n.Timings.Prepared = time.Since(begin)
 
 	if err := n.startContainerd(ctx, reg); err != nil {
@@ -199,6 +207,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := n.untaint(ctx); err != nil {
 		return nil, err
 	}
+	if err := n.startKubeProxy(ctx); err != nil {
+		return nil, err
+	}
+	n.Timings.KubeProxyReady = time.Since(begin)
+	n.logf("kube-proxy ready after %v", n.Timings.KubeProxyReady.Round(time.Millisecond))
 	if opts.Scheduler {
 		if err := n.startScheduler(); err != nil {
 			return nil, err
@@ -252,7 +265,7 @@ func (n *Node) writeConfigs(reg *registry.Registry, nodeCreds bool) error {
 	}
 
 	// A /24 picked from the work dir's random suffix; only pods on this
-	// node use it and no host route points at it.
+	// node use it, through the bridge.
 	third := 0
 	for _, c := range n.WorkDir {
 		third = (third*31 + int(c)) % 250
@@ -522,10 +535,10 @@ func (n *Node) Done() <-chan struct{} {
 	return done
 }
 
-// PIDs of containerd, the kubelet and kube-scheduler if it runs.
+// PIDs of containerd, the kubelet, kube-proxy and kube-scheduler if it runs.
 func (n *Node) PIDs() []int {
 	var pids []int
-	for _, p := range []*process{n.containerd, n.kubelet, n.scheduler} {
+	for _, p := range []*process{n.containerd, n.kubelet, n.kubeProxy, n.scheduler} {
 		if p != nil {
 			pids = append(pids, p.PID())
 		}
@@ -536,15 +549,18 @@ func (n *Node) PIDs() []int {
 // Stop deletes the pods bound to the node (so the kubelet tears down their
 // containers, volumes and cgroups), stops the kubelet and containerd with
 // its shims, and undoes the host changes: mounts, cgroups, the bridge,
-// sysctls, host paths, the work dir. Safe to call more than once.
+// kube-proxy's and the masquerade iptables rules, sysctls, host paths, the
+// work dir. Safe to call more than once.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		var errs []error
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		if n.scheduler != nil {
-			if err := n.scheduler.Stop(5 * time.Second); err != nil {
-				errs = append(errs, err)
+		for _, p := range []*process{n.scheduler, n.kubeProxy} {
+			if p != nil {
+				if err := p.Stop(5 * time.Second); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 		if n.kubelet != nil {

@@ -43,6 +43,10 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// AccessLog records every request the registry answers (Requests).
 	AccessLog bool
+	// Address is the IP the registry listens on and is named by (Host);
+	// 127.0.0.1 when empty. Pods on a node's bridge network reach it at
+	// test/framework/hostaddr's address, not at 127.0.0.1.
+	Address string
 }
 
 // Request is one line of the registry's access log, stamped when it was
@@ -57,7 +61,7 @@ type Request struct {
 
 // Registry is a running registry.
 type Registry struct {
-	Host       string // "127.0.0.1:PORT"
+	Host       string // "ADDRESS:PORT", ADDRESS 127.0.0.1 by default
 	CACertPath string // PEM of the CA that signed the serving certificate
 	CertsDir   string // holds only ca.crt: a cert dir for containers/image, buildah, skopeo
 	Username   string
@@ -97,6 +101,13 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			return nil, err
 		}
 	}
+	addr := opts.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if net.ParseIP(addr) == nil {
+		return nil, fmt.Errorf("registry: Address %q is not an IP address", addr)
+	}
 	r.dir, err = os.MkdirTemp(opts.WorkDir, "registry-")
 	if err != nil {
 		return nil, err
@@ -108,7 +119,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			r.Stop()
 		}
 	}()
-	if err := r.writeFiles(); err != nil {
+	if err := r.writeFiles(addr); err != nil {
 		return nil, err
 	}
 
@@ -117,11 +128,11 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	for attempt := 0; ; attempt++ {
 		port := opts.Port
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = freePort(addr); err != nil {
 				return nil, err
 			}
 		}
-		r.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		r.Host = net.JoinHostPort(addr, strconv.Itoa(port))
 		if err := r.writeConfig(); err != nil {
 			return nil, err
 		}
@@ -137,8 +148,8 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	return r, nil
 }
 
-func (r *Registry) writeFiles() error {
-	caPEM, err := writeTLS(r.dir)
+func (r *Registry) writeFiles(addr string) error {
+	caPEM, err := writeTLS(r.dir, net.ParseIP(addr))
 	if err != nil {
 		return fmt.Errorf("making TLS certificates: %w", err)
 	}
@@ -353,8 +364,8 @@ func (r *Registry) Stop() error {
 // PID of the registry process, for checks that it is gone.
 func (r *Registry) PID() int { return r.pid }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(addr string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		return 0, err
 	}

@@ -19,17 +19,26 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagespec/imagespec-controller/test/framework/hostaddr"
 )
 
 func start(t *testing.T) *Registry {
 	t.Helper()
+	return startWith(t, Options{})
+}
+
+func startWith(t *testing.T, opts Options) *Registry {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var logs logBuffer
-	r, err := Start(ctx, Options{WorkDir: t.TempDir(), Logf: func(f string, a ...any) {
+	opts.WorkDir = t.TempDir()
+	opts.Logf = func(f string, a ...any) {
 		logs.add(fmt.Sprintf(f, a...))
 		t.Logf(f, a...)
-	}})
+	}
+	r, err := Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +90,35 @@ func TestAuthAndTLS(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(r.CertsDir); len(entries) != 1 || entries[0].Name() != "ca.crt" {
 		t.Errorf("CertsDir holds %v, want only ca.crt", entries)
+	}
+}
+
+// On the framework's host address, the registry is named by it and its
+// certificate holds it, so pods on a node's bridge network can push.
+func TestAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lease, err := hostaddr.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lease.Release() })
+	r := startWith(t, Options{Address: lease.IP()})
+	if !strings.HasPrefix(r.Host, lease.IP()+":") {
+		t.Fatalf("Host %q, want %s:PORT", r.Host, lease.IP())
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+r.Host+"/v2/", nil)
+	req.SetBasicAuth(r.Username, r.Password)
+	resp, err := r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v2/ on %s: %s", r.Host, resp.Status)
+	}
+	if _, err := Start(ctx, Options{Address: "registry.example"}); err == nil || !strings.Contains(err.Error(), "not an IP address") {
+		t.Errorf("a host name as Address: %v, want an error", err)
 	}
 }
 
@@ -155,7 +193,7 @@ func TestStopLeavesNothing(t *testing.T) {
 }
 
 func TestFixedCredentialsAndPort(t *testing.T) {
-	port, err := freePort()
+	port, err := freePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}

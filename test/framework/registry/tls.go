@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// writeTLS makes a throwaway CA and a serving certificate for 127.0.0.1
-// and localhost, and writes ca.crt, server.crt and server.key into dir.
-func writeTLS(dir string) (caPEM []byte, err error) {
+// writeTLS makes a throwaway CA and a serving certificate for 127.0.0.1,
+// localhost and addr, and writes ca.crt, server.crt and server.key into dir.
+func writeTLS(dir string, addr net.IP) (caPEM []byte, err error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -45,12 +45,12 @@ func writeTLS(dir string) (caPEM []byte, err error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		Subject:      pkix.Name{CommonName: addr.String()},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, addr},
 		DNSNames:     []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
