@@ -109,7 +109,7 @@ find /opt/conda ! -type l ! -perm -g+rw -printf 'not-group-writable %p\n'
 grep -F '# cmd: conda install --yes -c `+index+` -- tensorflow=1.13*' /opt/conda/conda-meta/history >/dev/null && echo "history=ok"
 python -c 'import tensorflow, e2e_hello; print("built", tensorflow.__version__, e2e_hello.greet())'
 conda install --yes -c `+index+` -- 'tensorflow=1.14' && echo "user-conda-install=ok"
-pip install --no-cache-dir --disable-pip-version-check --index-url `+index+` --force-reinstall --no-deps 'e2e-hello==1.0' && echo "user-pip-install=ok"
+pip install --no-cache-dir --disable-pip-version-check --index-url `+index+` --trusted-host `+env.PyPI.Addr()+` --force-reinstall --no-deps 'e2e-hello==1.0' && echo "user-pip-install=ok"
 python -c 'import tensorflow; print("after", tensorflow.__version__)'
 true
 `)
