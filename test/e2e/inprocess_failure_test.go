@@ -67,7 +67,7 @@ type hangingIndex struct {
 func (h *hangingIndex) Release() { h.releaseOnce.Do(func() { close(h.release) }) }
 
 func newHangingIndex(t *testing.T) *hangingIndex {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(SharedEnv(t).HostIP, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

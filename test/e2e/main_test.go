@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,6 +48,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
+	"github.com/imagespec/imagespec-controller/test/framework/hostaddr"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/pypi"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
@@ -55,6 +57,10 @@ import (
 
 // Env is what the tests of this package share.
 type Env struct {
+	// HostIP is test/framework/hostaddr's address: the apiserver, the
+	// registry, the package index and every test server listen there, so
+	// pods on the pod network reach them as the host does.
+	HostIP       string
 	ControlPlane *controlplane.ControlPlane
 	// Registry requires its credentials for pulls and pushes.
 	Registry *registry.Registry
@@ -64,7 +70,7 @@ type Env struct {
 	// NotebookImage is the notebook image (laid out like jupyter/docker-stacks:
 	// /opt/conda owned by jovyan, USER 1000, the conda stand-in) in Registry.
 	NotebookImage string
-	// PyPI serves the test's Python packages (PEP 503) on 127.0.0.1.
+	// PyPI serves the test's Python packages (PEP 503) on HostIP.
 	PyPI *pypi.Index
 	// CertsDir is a certs.d tree: <host:port>/ca.crt for every registry
 	// started for the tests (AddRegistryCA adds more).
@@ -175,14 +181,20 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
+	lease, err := hostaddr.Acquire(startCtx)
+	if err != nil {
+		return nil, stop, err
+	}
+	stops = append(stops, func() { _ = lease.Release() })
+	env.HostIP = lease.IP()
 	// With kube-controller-manager: garbage collection and namespace
 	// deletion run as in a real cluster.
-	if env.ControlPlane, err = controlplane.Start(startCtx, controlplane.Options{BinDir: binDir, Logf: log.Printf, ControllerManager: true}); err != nil {
+	if env.ControlPlane, err = controlplane.Start(startCtx, controlplane.Options{BinDir: binDir, Logf: log.Printf, ControllerManager: true, Address: env.HostIP}); err != nil {
 		return nil, stop, fmt.Errorf("control plane: %w", err)
 	}
 	stops = append(stops, func() { _ = env.ControlPlane.Stop() })
 
-	if env.Registry, err = registry.Start(startCtx, registry.Options{WorkDir: env.WorkDir}); err != nil {
+	if env.Registry, err = registry.Start(startCtx, registry.Options{WorkDir: env.WorkDir, Address: env.HostIP}); err != nil {
 		return nil, stop, fmt.Errorf("registry: %w", err)
 	}
 	stops = append(stops, func() { _ = env.Registry.Stop() })
@@ -197,7 +209,7 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	if env.NotebookImage, _, err = images.Push(ctx, images.Notebook, env.Registry, "base/notebook:latest"); err != nil {
 		return nil, stop, fmt.Errorf("notebook base image: %w", err)
 	}
-	if env.PyPI, err = pypi.New(indexPackages...); err != nil {
+	if env.PyPI, err = pypi.Listen(net.JoinHostPort(env.HostIP, "0"), indexPackages...); err != nil {
 		return nil, stop, fmt.Errorf("package index: %w", err)
 	}
 	stops = append(stops, func() { _ = env.PyPI.Close() })

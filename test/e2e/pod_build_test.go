@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,6 +31,7 @@ func TestBuildahPod(t *testing.T) {
 	t.Run("SpecUpdateSupersedes", func(t *testing.T) { testPodSpecUpdateSupersedes(t, p) })
 	t.Run("BuilderImageMissing", func(t *testing.T) { testPodBuilderImageMissing(t, p) })
 	t.Run("NoSchedulableNode", func(t *testing.T) { testPodNoSchedulableNode(t, p) })
+	t.Run("HostNetwork", func(t *testing.T) { testPodHostNetwork(t, p) })
 }
 
 // An apt package and a pip package on a base with a non-root user, built
@@ -79,6 +81,10 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 	}
 	if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != job.UID {
 		t.Errorf("pod controller %+v, want job %s", ref, job.UID)
+	}
+	// apt, pip and the push went over the pod network, as shipped.
+	if _, subnet, _ := net.ParseCIDR(p.Node.PodSubnet); pod.Spec.HostNetwork || subnet == nil || !subnet.Contains(net.ParseIP(pod.Status.PodIP)) {
+		t.Errorf("build pod hostNetwork %v, IP %q; want an address of the pod network %s", pod.Spec.HostNetwork, pod.Status.PodIP, p.Node.PodSubnet)
 	}
 	if pod.Labels[controller.ManagedByLabel] != controller.ComponentName || pod.Labels[controller.ImageSpecLabel] != "tools" {
 		t.Errorf("pod labels %v", pod.Labels)
@@ -327,4 +333,30 @@ func testPodNoSchedulableNode(t *testing.T, p *PodEnv) {
 		t.Errorf("start time %v, message %q: the time Pending must count", job.Status.StartTime, job.Status.Message)
 	}
 	requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
+}
+
+// --builder-host-network stays a working option: the build pod runs in
+// the node's network namespace and builds and pushes the same.
+func testPodHostNetwork(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	c, _ := p.StartPodController(t, ns, ControllerConfig{}, func(o *buildahpod.Options) { o.HostNetwork = true })
+	createSpec(t, c, ns, "hostnet", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}},
+	})
+	job := WaitJob(t, c, ns, "hostnet", "", buildTimeout)
+	requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
+		t.Errorf("registry has digest %s, status says %s", info.Digest, job.Status.Digest)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pod, err := p.Kube.CoreV1().Pods(ns).Get(ctx, buildahpod.PodName(job.Name), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pod.Spec.HostNetwork {
+		t.Errorf("build pod hostNetwork false, want true")
+	}
 }

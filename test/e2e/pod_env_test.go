@@ -37,6 +37,14 @@ type PodEnv struct {
 // when the test ends. Only one node runs per machine at a time.
 func StartPodEnv(tb testing.TB) *PodEnv {
 	tb.Helper()
+	return startPodEnv(tb, false)
+}
+
+// startPodEnv with nodeCredentials gives the node's containerd the
+// registry's credentials, as a cluster whose nodes may pull from a private
+// registry has them: pods need no imagePullSecret.
+func startPodEnv(tb testing.TB, nodeCredentials bool) *PodEnv {
+	tb.Helper()
 	env := SharedEnv(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -45,11 +53,12 @@ func StartPodEnv(tb testing.TB) *PodEnv {
 		tb.Fatal(err)
 	}
 	n, err := node.Start(ctx, node.Options{
-		ControlPlane: env.ControlPlane,
-		Registry:     env.Registry,
-		Scheduler:    true,
-		WorkDir:      env.WorkDir,
-		Logf:         env.Logs.Printf,
+		ControlPlane:    env.ControlPlane,
+		Registry:        env.Registry,
+		NodeCredentials: nodeCredentials,
+		Scheduler:       true,
+		WorkDir:         env.WorkDir,
+		Logf:            env.Logs.Printf,
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -68,8 +77,8 @@ func StartPodEnv(tb testing.TB) *PodEnv {
 
 // PodOptions are the backend options the tests use: the test builder
 // image pulled with an imagePullSecret, the registries' CAs from the env's
-// certs.d tree, and the node's network, where the registry and the package
-// index listen on 127.0.0.1.
+// certs.d tree, and the pod network (as shipped), over which the build
+// reaches the registry and the package index on Env.HostIP.
 func (p *PodEnv) PodOptions(tb testing.TB, timeout time.Duration) buildahpod.Options {
 	tb.Helper()
 	env := SharedEnv(tb)
@@ -79,7 +88,6 @@ func (p *PodEnv) PodOptions(tb testing.TB, timeout time.Duration) buildahpod.Opt
 	}
 	return buildahpod.Options{
 		BuilderImage: p.Builder,
-		HostNetwork:  true,
 		RegistryCAs:  cas,
 		BuildTimeout: timeout,
 		Pod:          buildahpod.PodConfig{ImagePullSecrets: []corev1.LocalObjectReference{{Name: builderPullSecret}}},
