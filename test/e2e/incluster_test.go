@@ -14,14 +14,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
-	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
 	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
@@ -31,45 +28,45 @@ const (
 	systemNamespace = "imagespec-system"
 	deploymentName  = "imagespec-controller"
 	envSecretName   = "imagespec-controller-env"
-	// Made by the test: the controller image's pull Secret and the
-	// registry CAs for the build pods.
-	controllerPullSecret = "controller-pull"
-	registryCertsMap     = "registry-certs"
-	registryCertsPath    = "/etc/registry-certs.d"
+	controllerLabel = "app.kubernetes.io/name=imagespec-controller"
+	// Made by the test: the registry CAs for the build pods.
+	registryCertsMap  = "registry-certs"
+	registryCertsPath = "/etc/registry-certs.d"
 )
 
-// TestInCluster runs the controller the way artifacts/deploy ships it: the
-// image hack/build-image.sh builds from this repo, the namespace, RBAC and
-// Deployment applied with kubectl apply -k, the settings Secret made from a
-// .env with --from-file, and a pod made from the Deployment's template on a
-// real node, watching all namespaces as shipped. It authenticates with its ServiceAccount token only, so every
-// API call of a buildahpod build goes through the shipped RBAC. The build
-// must succeed, the pod must become Ready through its /readyz probe, log
-// that it took the Lease and started the build pod, and keep the registry
-// password out of its environment, its log and every ConfigMap.
-//
-// There is no kube-controller-manager, so the test creates the pod a
-// ReplicaSet would. Its changes to the template are listed in
-// controllerPod.
+// TestInCluster runs the controller as artifacts/deploy ships it, on a
+// cluster with every component a real one has (kube-controller-manager,
+// kube-scheduler, kube-proxy, a pod network): kubectl apply -k of an
+// overlay that only sets what any site sets for a private registry (the
+// image, built from this repo by hack/build-image.sh, and the builder
+// image, its pull Secret, the registry CA and the package index as
+// flags), and the settings Secret made from a .env with --from-file, as
+// the README says. The Deployment's ReplicaSet makes both replicas; they
+// become Ready through their probes on the pod network and reach the
+// apiserver through the kubernetes Service with their ServiceAccount
+// token, so every API call goes through the shipped RBAC, Pod Security
+// level and admission policy. One holds the Lease and builds; deleting it
+// mid-build hands over to the other, which finishes the same build pod
+// (no build starts twice), and the ReplicaSet replaces it. The registry
+// password stays out of the pods, their environment, logs and every
+// ConfigMap.
 func TestInCluster(t *testing.T) {
 	env := SharedEnv(t)
-	p := StartPodEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// The node pulls the controller image with its own credentials, as a
+	// cluster's nodes pull from a private registry; build pods still use
+	// the builder pull Secret.
+	p := startPodEnv(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	cp := env.ControlPlane
 
 	image := buildControllerImage(ctx, t, env)
-
-	// What kube-controller-manager would add to the namespace
-	// (kube-root-ca.crt for the token volume); apply then sets its labels.
-	if err := cp.CreateNamespace(ctx, systemNamespace); err != nil {
-		t.Fatal(err)
-	}
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "artifacts", "deploy")); err != nil {
+	// The replicas' package index holds the first build's pip step until
+	// the test releases it, so the leader can be deleted mid-build.
+	index := newHangingIndex(t)
+	overlay := writeOverlay(t, env, image, p.Builder, index.addr)
+	start := time.Now()
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", overlay); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	settingsFile := filepath.Join(env.WorkDir, "incluster.env")
@@ -81,139 +78,307 @@ func TestInCluster(t *testing.T) {
 	if out, err := cp.Kubectl(ctx, "-n", systemNamespace, "create", "secret", "generic", envSecretName, "--from-file=env="+settingsFile); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	p.createDockerSecret(t, systemNamespace, controllerPullSecret, env.Registry.AuthFile)
 	createCertsConfigMap(ctx, t, p, env.CertsDir)
-
-	ns := NewNamespace(t)
-	p.createDockerSecret(t, ns, builderPullSecret, env.Registry.AuthFile)
-
-	dep, err := p.Kube.AppsV1().Deployments(systemNamespace).Get(ctx, deploymentName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := dep.Spec.Template.Spec.Containers[0].Image; got != "imagespec-controller:latest" {
-		t.Fatalf("the applied Deployment runs %q, want the kustomization's imagespec-controller:latest", got)
-	}
-
-	// The shipped template, with only the image moved to the registry, is
-	// admitted by the namespace's Pod Security level (restricted); the
-	// host network the test needs is refused there, which is why the test
-	// lowers the level before it creates the pod.
-	shipped := podFromTemplate(dep, image)
-	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	if _, err := p.Kube.CoreV1().Pods(systemNamespace).Create(ctx, shipped, dry); err != nil {
-		t.Fatalf("the Deployment's pod template is not admitted in %s: %v", systemNamespace, err)
-	}
-	pod := controllerPod(dep, image, cp.APIServerURL, p.Builder, env)
-	if _, err := p.Kube.CoreV1().Pods(systemNamespace).Create(ctx, pod, dry); !apierrors.IsForbidden(err) {
-		t.Fatalf("a hostNetwork pod in the restricted namespace: %v, want forbidden by Pod Security", err)
-	}
-	patch := []byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}`)
-	if _, err := p.Kube.CoreV1().Namespaces().Patch(ctx, systemNamespace, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
-	// Pod Security admission reads namespaces from the API server's cache,
-	// so the new level takes a moment to apply: retry while it still
-	// refuses.
-	var createErr error
-	_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 15*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, createErr = p.Kube.CoreV1().Pods(systemNamespace).Create(ctx, pod, metav1.CreateOptions{})
-		return createErr == nil || !apierrors.IsForbidden(createErr), nil
-	})
-	if createErr != nil {
-		t.Fatal(createErr)
-	}
-	// Cleanups run last first: the log dump, then the pod's deletion, then
-	// the node's Stop registered by StartPodEnv.
-	t.Cleanup(func() { deletePod(t, p, systemNamespace, pod.Name) })
 	t.Cleanup(func() {
 		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			out, err := cp.Kubectl(ctx, "-n", systemNamespace, "logs", pod.Name)
-			t.Logf("controller log (%v):\n%s", err, out)
+			dumpControllerLogs(t, cp)
 		}
 	})
+	// Removing the Deployment first stops the replicas before the node.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = p.Kube.AppsV1().Deployments(systemNamespace).Delete(ctx, deploymentName, metav1.DeleteOptions{})
+	})
 
-	start := time.Now()
-	waitPodReady(t, p, systemNamespace, pod.Name, 3*time.Minute)
-	t.Logf("controller pod Ready %s after create", time.Since(start).Round(time.Millisecond))
+	dep := waitDeploymentReady(t, p, 2, 5*time.Minute)
+	if got := dep.Spec.Template.Spec.Containers[0].Image; got != image {
+		t.Fatalf("the Deployment runs %q, want %q from the overlay", got, image)
+	}
+	pods := controllerPods(t, p)
+	t.Logf("%d replicas Ready %s after apply", len(pods), time.Since(start).Round(time.Millisecond))
+	for _, pod := range pods {
+		if pod.Spec.HostNetwork || pod.Status.PodIP == "" {
+			t.Errorf("replica %s: hostNetwork %v, IP %q; want the pod network", pod.Name, pod.Spec.HostNetwork, pod.Status.PodIP)
+		}
+	}
+	leader := waitLeader(t, p, "")
 
-	// The test's own client, only to create and read the ImageSpec.
+	// The test's own client, only to create and read ImageSpecs.
 	clients, err := app.NewClients(cp.RESTConfig, app.Options{QPS: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &Controller{Clients: clients}
+	ns := NewNamespace(t)
+	p.createDockerSecret(t, ns, builderPullSecret, env.Registry.AuthFile)
+
+	// The leader is deleted while its build runs: the other replica takes
+	// the Lease and finishes the same build pod; nothing starts twice.
+	createSpec(t, c, ns, "handover", v1alpha1.ImageSpecSpec{
+		BaseImage: env.BaseImage,
+		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}},
+	})
+	running := runningJob(t, c, ns, "handover", "", index)
+	podName := buildahpod.PodName(running.Name)
+	before, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Spec.HostNetwork || before.Status.PodIP == "" {
+		t.Errorf("build pod hostNetwork %v, IP %q; want the pod network", before.Spec.HostNetwork, before.Status.PodIP)
+	}
+	deleted := time.Now()
+	if err := p.Kube.CoreV1().Pods(systemNamespace).Delete(ctx, leader, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next := waitLeader(t, p, leader)
+	t.Logf("Lease moved from %s to %s %s after the delete", leader, next, time.Since(deleted).Round(time.Millisecond))
+	index.Release()
+	job := WaitJob(t, c, ns, "handover", "", buildTimeout)
+	requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if !strings.HasPrefix(job.Status.Image, prefix+"/handover:") {
+		t.Errorf("status.image %q, want %s/handover:<tag> from the Secret's repo prefix", job.Status.Image, prefix)
+	}
+	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest || !strings.HasPrefix(info.Digest, "sha256:") {
+		t.Errorf("registry has digest %s, status says %s", info.Digest, job.Status.Digest)
+	}
+	after, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil || after.UID != before.UID {
+		t.Errorf("build pod %s: UID %s before the handover, %v after (err %v): the build was started again", podName, before.UID, uidOf(after), err)
+	}
+	count := jobEventCounts(t, p, ns, job.Name)
+	for _, reason := range []string{v1alpha1.EventBuildStarted, v1alpha1.EventBuildSucceeded} {
+		if count[reason] != 1 {
+			t.Errorf("%d %s events for job %s, want exactly 1 (events: %v)", count[reason], reason, job.Name, count)
+		}
+	}
+	// The ReplicaSet replaces the deleted replica.
+	waitDeploymentReady(t, p, 2, 3*time.Minute)
+	// Only the deleted replica was replaced.
+	for _, pod := range pods {
+		got, err := p.Kube.CoreV1().Pods(systemNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if present := err == nil && got.DeletionTimestamp == nil; present == (pod.Name == leader) {
+			t.Errorf("replica %s present %v after the handover (%v); want only the deleted leader %s gone", pod.Name, present, err, leader)
+		}
+	}
+	t.Logf("two replicas Ready again %s after the delete", time.Since(deleted).Round(time.Millisecond))
+
+	// The new leader builds the next spec from start to end.
 	createSpec(t, c, ns, "incluster", v1alpha1.ImageSpecSpec{
 		BaseImage: env.BaseImage,
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}},
 	})
-	job := WaitJob(t, c, ns, "incluster", "", buildTimeout)
+	job = WaitJob(t, c, ns, "incluster", "", buildTimeout)
 	requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
-	t.Logf("job %s succeeded %s after the controller pod was created", job.Name, time.Since(start).Round(time.Millisecond))
-	if !strings.HasPrefix(job.Status.Image, prefix+"/incluster:") {
-		t.Errorf("status.image %q, want %s/incluster:<tag> from the Secret's repo prefix", job.Status.Image, prefix)
-	}
-	info := env.Inspect(t, env.Registry, job.Status.Image)
-	if info.Digest != job.Status.Digest || !strings.HasPrefix(info.Digest, "sha256:") {
-		t.Errorf("registry has digest %s, status says %s", info.Digest, job.Status.Digest)
-	}
-	if _, err := p.Kube.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{}); err != nil {
-		t.Errorf("push Secret the controller writes: %v", err)
-	}
-
-	logs, err := cp.Kubectl(ctx, "-n", systemNamespace, "logs", pod.Name)
+	requireJobCount(t, c, ns, map[string]int{"incluster": 1, "handover": 1})
+	logs, err := cp.Kubectl(ctx, "-n", systemNamespace, "logs", next)
 	if err != nil {
 		t.Fatal(err)
-	}
-	lease, err := p.Kube.CoordinationV1().Leases(systemNamespace).Get(ctx, deploymentName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := ""
-	if lease.Spec.HolderIdentity != nil {
-		holder = *lease.Spec.HolderIdentity
 	}
 	for _, want := range []string{
+		`"Standing by" leader="` + leader + "_",
 		`"Successfully acquired lease" lock="` + systemNamespace + "/" + deploymentName + `"`,
-		`"Acting as leader" lease="` + systemNamespace + "/" + deploymentName + `" identity="` + holder + `"`,
+		`"Acting as leader" lease="` + systemNamespace + "/" + deploymentName + `"`,
 		"Build pod created: job " + ns + "/" + job.Name,
 	} {
-		if holder == "" || !strings.Contains(string(logs), want) {
-			t.Errorf("controller log lacks %q (lease holder %q):\n%s", want, holder, logs)
+		if !strings.Contains(string(logs), want) {
+			t.Errorf("the new leader's log lacks %q:\n%s", want, logs)
 		}
 	}
+	scanControllerPods(ctx, t, env, c, ns, p)
+}
 
-	cred := RegistryCredential(env.Registry)
-	cur, err := p.Kube.CoreV1().Pods(systemNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
+// writeOverlay writes a kustomization over artifacts/deploy that sets the
+// controller image and appends the flags and volume this site needs.
+func writeOverlay(tb testing.TB, env *Env, image, builder, pipIndex string) string {
+	tb.Helper()
+	root, err := controlplane.RepoRoot()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	podJSON, err := secretscan.JSON(cur)
+	dir := filepath.Join(env.WorkDir, "overlay")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	// kustomize takes only relative paths to a base.
+	base, err := filepath.Rel(dir, filepath.Join(root, "artifacts", "deploy"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
+	}
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon < slash {
+		tb.Fatalf("image %q has no tag", image)
+	}
+	type op struct {
+		Op    string `json:"op"`
+		Path  string `json:"path"`
+		Value any    `json:"value"`
+	}
+	const ctr = "/spec/template/spec/containers/0"
+	var ops []op
+	for _, arg := range []string{
+		"--builder-image=" + builder,
+		"--builder-image-pull-secret=" + builderPullSecret,
+		"--builder-registry-certs-dir=" + registryCertsPath,
+		"--pip-index-url=http://" + pipIndex + "/simple/",
+		"--pip-trusted-host=" + pipIndex,
+	} {
+		ops = append(ops, op{"add", ctr + "/args/-", arg})
+	}
+	// One file mount per host rather than the ConfigMap's items as a tree:
+	// the kubelet makes each directory of such a tree a symlink into
+	// ..data, and LoadRegistryCAs reads only real directories.
+	hosts, err := os.ReadDir(env.CertsDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, h := range hosts {
+		ops = append(ops, op{"add", ctr + "/volumeMounts/-", corev1.VolumeMount{
+			Name: "registry-certs", MountPath: registryCertsPath + "/" + h.Name() + "/ca.crt", SubPath: certsKey(h.Name()), ReadOnly: true,
+		}})
+	}
+	ops = append(ops, op{"add", "/spec/template/spec/volumes/-", corev1.Volume{Name: "registry-certs", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: registryCertsMap}},
+	}}})
+	patch, err := json.MarshalIndent(ops, "", "  ")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- %s
+images:
+- name: imagespec-controller
+  newName: %s
+  newTag: %s
+patches:
+- path: site.json
+  target: {kind: Deployment, name: %s}
+`, base, image[:colon], image[colon+1:], deploymentName)
+	for name, b := range map[string][]byte{"kustomization.yaml": []byte(kustomization), "site.json": patch} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// waitDeploymentReady waits until the Deployment's current template runs
+// replicas pods, all Ready through their probes.
+func waitDeploymentReady(tb testing.TB, p *PodEnv, replicas int32, timeout time.Duration) *appsv1.Deployment {
+	tb.Helper()
+	var dep *appsv1.Deployment
+	WaitFor(tb, timeout, func(ctx context.Context) (bool, string) {
+		var err error
+		if dep, err = p.Kube.AppsV1().Deployments(systemNamespace).Get(ctx, deploymentName, metav1.GetOptions{}); err != nil {
+			return false, err.Error()
+		}
+		st := dep.Status
+		if st.ObservedGeneration >= dep.Generation && st.UpdatedReplicas == replicas && st.ReadyReplicas == replicas && st.Replicas == replicas {
+			return true, ""
+		}
+		pods, _ := p.Kube.CoreV1().Pods(systemNamespace).List(ctx, metav1.ListOptions{LabelSelector: controllerLabel})
+		b, _ := json.Marshal(map[string]any{"deployment": st, "pods": pods})
+		return false, string(b)
+	})
+	return dep
+}
+
+// controllerPods lists the running replicas.
+func controllerPods(tb testing.TB, p *PodEnv) []corev1.Pod {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := p.Kube.CoreV1().Pods(systemNamespace).List(ctx, metav1.ListOptions{LabelSelector: controllerLabel})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var pods []corev1.Pod
+	for _, pod := range list.Items {
+		if pod.DeletionTimestamp == nil {
+			pods = append(pods, pod)
+		}
+	}
+	return pods
+}
+
+// waitLeader waits until the Lease is held by a running replica (its
+// identity is the pod's host name, then "_" and a random part) other than
+// not, and returns that pod's name.
+func waitLeader(tb testing.TB, p *PodEnv, not string) string {
+	tb.Helper()
+	var leader string
+	WaitFor(tb, 2*time.Minute, func(ctx context.Context) (bool, string) {
+		lease, err := p.Kube.CoordinationV1().Leases(systemNamespace).Get(ctx, deploymentName, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		holder := ""
+		if lease.Spec.HolderIdentity != nil {
+			holder = *lease.Spec.HolderIdentity
+		}
+		name, _, _ := strings.Cut(holder, "_")
+		var names []string
+		for _, pod := range controllerPods(tb, p) {
+			names = append(names, pod.Name)
+			if pod.Name == name && name != not {
+				leader = name
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("Lease held by %q; replicas %v", holder, names)
+	})
+	return leader
+}
+
+// scanControllerPods: the registry credentials are in no replica's pod
+// object, environment or log, no ConfigMap, and nowhere ScanSecrets looks.
+func scanControllerPods(ctx context.Context, t *testing.T, env *Env, c *Controller, ns string, p *PodEnv) {
+	t.Helper()
+	cred := RegistryCredential(env.Registry)
+	sources := map[string]string{}
+	for _, pod := range controllerPods(t, p) {
+		podJSON, err := secretscan.JSON(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources["pod "+pod.Name] = podJSON
+		logs, err := env.ControlPlane.Kubectl(ctx, "-n", systemNamespace, "logs", pod.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources["the log of "+pod.Name] = string(logs)
+		// The process environment the container really got.
+		out, err := env.ControlPlane.Kubectl(ctx, "-n", systemNamespace, "exec", pod.Name, "--", "/usr/bin/env")
+		if err != nil {
+			t.Errorf("reading the environment of %s: %v", pod.Name, err)
+		} else if sources["the environment of "+pod.Name] = string(out); !strings.Contains(string(out), "POD_NAMESPACE="+systemNamespace) {
+			t.Errorf("the environment of %s lacks POD_NAMESPACE:\n%s", pod.Name, redact(string(out), cred.Password))
+		}
 	}
 	cms, err := p.Kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmsJSON, err := secretscan.JSON(cms)
-	if err != nil {
+	if sources["ConfigMaps"], err = secretscan.JSON(cms); err != nil {
 		t.Fatal(err)
-	}
-	sources := map[string]string{"the controller pod": podJSON, "the controller log": string(logs), "ConfigMaps": cmsJSON}
-	// The process environment the container really got.
-	if out, err := cp.Kubectl(ctx, "-n", systemNamespace, "exec", pod.Name, "--", "/usr/bin/env"); err != nil {
-		t.Errorf("reading the container's environment: %v", err)
-	} else if sources["the container's environment"] = string(out); !strings.Contains(string(out), "POD_NAMESPACE="+systemNamespace) {
-		t.Errorf("the container's environment lacks POD_NAMESPACE:\n%s", redact(string(out), cred.Password))
 	}
 	for _, where := range secretscan.Find(sources, cred) {
 		t.Errorf("the registry credentials appear in %s", where)
 	}
-	env.ScanSecrets(t, c, ns, nil, RegistryCredential(env.Registry))
+	env.ScanSecrets(t, c, ns, nil, cred)
+}
+
+func dumpControllerLogs(t *testing.T, cp *controlplane.ControlPlane) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := cp.Kubectl(ctx, "-n", systemNamespace, "logs", "-l", controllerLabel, "--prefix", "--tail=-1")
+	t.Logf("controller logs (%v):\n%s", err, out)
+	out, err = cp.Kubectl(ctx, "-n", systemNamespace, "get", "events", "--sort-by=.lastTimestamp")
+	t.Logf("events in %s (%v):\n%s", systemNamespace, err, out)
 }
 
 // buildControllerImage builds the controller image from this repo with
@@ -277,118 +442,6 @@ var nonKey = regexp.MustCompile(`[^-._a-zA-Z0-9]`)
 
 // certsKey is a ConfigMap key for a host[:port] (keys cannot hold ':').
 func certsKey(host string) string { return nonKey.ReplaceAllString(host, "_") + ".crt" }
-
-// podFromTemplate is the pod a ReplicaSet would make from the Deployment,
-// with only the image reference pointing at the test registry.
-func podFromTemplate(d *appsv1.Deployment, image string) *corev1.Pod {
-	tmpl := d.Spec.Template.DeepCopy()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        d.Name + "-incluster",
-			Namespace:   d.Namespace,
-			Labels:      tmpl.Labels,
-			Annotations: tmpl.Annotations,
-		},
-		Spec: tmpl.Spec,
-	}
-	pod.Spec.Containers[0].Image = image
-	return pod
-}
-
-// controllerPod is podFromTemplate plus what this test environment needs,
-// and nothing else:
-//   - hostNetwork, env KUBERNETES_SERVICE_HOST/PORT: the apiserver, the
-//     registry and the package index listen on the host's 127.0.0.1, and
-//     without kube-proxy the kubernetes Service IP leads nowhere (the
-//     namespace's Pod Security level is lowered to privileged for it);
-//   - an imagePullSecret: the node has no registry credentials;
-//   - args for the local builder image and its pull Secret, build pods on
-//     the host network, the registry CA (a ConfigMap's keys mounted as a
-//     certs.d tree) and the local package index.
-//
-// The scheduler places the pod, as it would a ReplicaSet's.
-func controllerPod(d *appsv1.Deployment, image, apiserverURL, builder string, env *Env) *corev1.Pod {
-	pod := podFromTemplate(d, image)
-	spec := &pod.Spec
-	spec.HostNetwork = true
-	spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: controllerPullSecret})
-	_, port, _ := strings.Cut(strings.TrimPrefix(apiserverURL, "https://"), ":")
-	ctr := &spec.Containers[0]
-	ctr.Env = append(ctr.Env,
-		corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: "127.0.0.1"},
-		corev1.EnvVar{Name: "KUBERNETES_SERVICE_PORT", Value: port},
-	)
-	ctr.Args = append(ctr.Args,
-		"--builder-image="+builder,
-		"--builder-image-pull-secret="+builderPullSecret,
-		"--builder-host-network",
-		"--builder-registry-certs-dir="+registryCertsPath,
-		"--pip-index-url="+env.PyPI.URL(),
-		"--pip-trusted-host="+env.PyPI.Addr(),
-	)
-	// One file mount per host rather than the ConfigMap's items as a tree:
-	// the kubelet makes each directory of such a tree a symlink into
-	// ..data, and LoadRegistryCAs reads only real directories.
-	hosts, _ := os.ReadDir(env.CertsDir)
-	for _, h := range hosts {
-		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{
-			Name:      "registry-certs",
-			MountPath: registryCertsPath + "/" + h.Name() + "/ca.crt",
-			SubPath:   certsKey(h.Name()),
-			ReadOnly:  true,
-		})
-	}
-	spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "registry-certs", VolumeSource: corev1.VolumeSource{
-		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: registryCertsMap}},
-	}})
-	return pod
-}
-
-// waitPodReady waits for the pod's Ready condition (its readiness probe).
-func waitPodReady(tb testing.TB, p *PodEnv, namespace, name string, timeout time.Duration) {
-	tb.Helper()
-	WaitFor(tb, timeout, func(ctx context.Context) (bool, string) {
-		pod, err := p.Kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, cs := range pod.Status.ContainerStatuses {
-			if cs.RestartCount > 0 {
-				// A crash loop never becomes Ready in time; say why now.
-				return false, fmt.Sprintf("container %s restarted %d times, last %+v", cs.Name, cs.RestartCount, cs.LastTerminationState)
-			}
-		}
-		for _, cond := range pod.Status.Conditions {
-			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-				return true, ""
-			}
-		}
-		b, _ := json.Marshal(pod.Status)
-		return false, string(b)
-	})
-}
-
-// deletePod deletes a pod and waits until the kubelet has removed it.
-func deletePod(tb testing.TB, p *PodEnv, namespace, name string) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := p.Kube.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		tb.Errorf("delete pod %s: %v", name, err)
-		return
-	}
-	for {
-		if _, err := p.Kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			tb.Errorf("pod %s/%s still there after a minute", namespace, name)
-			return
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
 
 // redact hides secret in text printed on failure.
 func redact(text, secret string) string {

@@ -62,16 +62,7 @@ func TestBuildahPodFaults(t *testing.T) {
 				t.Errorf("build pod %s: UID %s before, %v after (err %v): the build was started again", podName, pod.UID, uidOf(after), err)
 			}
 			requireJobCount(t, c, ns, map[string]int{"steady": 1})
-			events, err := p.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			count := map[string]int{}
-			for _, e := range events.Items {
-				if e.InvolvedObject.Name == job.Name {
-					count[e.Reason] += int(max(e.Count, 1))
-				}
-			}
+			count := jobEventCounts(t, p, ns, job.Name)
 			for _, reason := range []string{v1alpha1.EventBuildStarted, v1alpha1.EventBuildSucceeded} {
 				if count[reason] != 1 {
 					t.Errorf("%d %s events for job %s, want exactly 1 (events: %v)", count[reason], reason, job.Name, count)
@@ -79,6 +70,22 @@ func TestBuildahPodFaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jobEventCounts counts the events of a job by reason.
+func jobEventCounts(t *testing.T, p *PodEnv, ns, job string) map[string]int {
+	t.Helper()
+	events, err := p.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range events.Items {
+		if e.InvolvedObject.Name == job {
+			count[e.Reason] += int(max(e.Count, 1))
+		}
+	}
+	return count
 }
 
 func uidOf(o metav1.Object) any {
