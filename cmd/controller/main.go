@@ -26,6 +26,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // stringList is a repeatable flag.
@@ -44,6 +45,7 @@ type flags struct {
 	burst                 int
 
 	pushSecretName        string
+	repositoryLayout      string
 	useExistingPushSecret bool
 	buildTimeout          time.Duration
 	cancelTimeout         time.Duration
@@ -107,6 +109,7 @@ func main() {
 	flag.IntVar(&f.workers, "workers", app.DefaultWorkers, "Workers per queue (ImageSpecs and ImageSpecJobs).")
 	flag.Float64Var(&f.qps, "kube-api-qps", app.DefaultQPS, "Client-side limit on API requests per second; negative disables it.")
 	flag.IntVar(&f.burst, "kube-api-burst", app.DefaultBurst, "Burst above --kube-api-qps.")
+	flag.StringVar(&f.repositoryLayout, "repository-layout", string(revision.LayoutPrefix), "How built images are named under PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX: prefix (<prefix>/<name>:<tag>, PrimeHub's), namespaced (<prefix>/<namespace>/<name>:<tag>, no repository shared between namespaces) or single (<prefix>:<name>-<tag>, one repository for every image).")
 	flag.StringVar(&f.pushSecretName, "push-secret-name", controller.DefaultPushSecretName, "The dockerconfigjson Secret with push credentials that build jobs reference.")
 	flag.BoolVar(&f.useExistingPushSecret, "use-existing-push-secret", false, "--push-secret-name names a Secret you manage in each namespace; the controller does not write it from the PRIMEHUB_CUSTOM_IMAGE_REGISTRY_* settings.")
 	flag.DurationVar(&f.buildTimeout, "build-timeout", time.Hour, "A job fails with reason Timeout when it has not finished this long after it was created (time spent queued or pending counts). 0 disables.")
@@ -179,6 +182,10 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 		PipTrustedHosts:   f.pipTrustedHosts,
 		CondaChannels:     f.condaChannels,
 	}
+	layout, err := revision.ParseLayout(f.repositoryLayout)
+	if err != nil {
+		return fmt.Errorf("--repository-layout: %w", err)
+	}
 	if errs := dockerfile.ValidateSources(sources, nil); len(errs) > 0 {
 		return fmt.Errorf("package source flags: %v", errs.ToAggregate())
 	}
@@ -197,6 +204,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 		HealthAddr:     ops.healthAddr,
 		Controller: controller.Options{
 			Registry:              settings.Registry,
+			Layout:                layout,
 			PushSecretName:        f.pushSecretName,
 			ExistingPushSecret:    f.useExistingPushSecret,
 			Sources:               sources,
@@ -221,7 +229,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix,
+	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix, "repositoryLayout", layout,
 		"registry", settings.Registry.Host, "authenticated", settings.Registry.HasCredentials())
 	err = app.Run(ctx, clients, be, opts)
 	// The process exits when run returns: a backend that holds resources

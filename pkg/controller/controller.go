@@ -35,6 +35,7 @@ import (
 	informers "github.com/imagespec/imagespec-controller/pkg/generated/informers/externalversions/primehub/v1alpha1"
 	listers "github.com/imagespec/imagespec-controller/pkg/generated/listers/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/names"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // The names the controller puts on objects live in pkg/names, which the
@@ -60,6 +61,9 @@ func ManagedSelector() string { return names.ManagedSelector() }
 // Options configure the controller.
 type Options struct {
 	Registry config.Registry
+	// Layout names target images under Registry.RepoPrefix; zero is
+	// PrimeHub's <prefix>/<name>:<tag>.
+	Layout revision.Layout
 	// PushSecretName is the Secret holding push credentials. The controller
 	// writes it into every namespace that builds, unless ExistingPushSecret.
 	PushSecretName string

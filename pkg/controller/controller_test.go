@@ -652,3 +652,46 @@ func TestHandMadeJobsAreRejected(t *testing.T) {
 		})
 	}
 }
+
+// The repository layout names the job's target; a job carrying another
+// layout's name (under the namespaced layout: the repository every
+// namespace would share) is refused.
+func TestRepositoryLayouts(t *testing.T) {
+	spec := newSpec("app", v1alpha1.Packages{Pip: []string{"requests"}})
+	want := map[revision.Layout]string{
+		revision.LayoutPrefix:     testPrefix + "/app:",
+		revision.LayoutNamespaced: testPrefix + "/" + testNS + "/app:",
+		revision.LayoutSingle:     testPrefix + ":app-",
+	}
+	for layout, prefix := range want {
+		t.Run(string(layout), func(t *testing.T) {
+			opts := defaultOptions()
+			opts.Layout = layout
+			f := newFixture(t, opts, spec)
+			job := f.jobFor(spec, "")
+			if !strings.HasPrefix(job.Spec.TargetImage, prefix) {
+				t.Fatalf("target %q, want %s<tag>", job.Spec.TargetImage, prefix)
+			}
+			f = newFixture(t, opts, spec, job)
+			f.syncJob(job)
+			if f.backend.Starts(keyOf(job).String()) != 1 {
+				t.Fatalf("the controller's own job was not built: %v", f.writes())
+			}
+		})
+	}
+	opts := defaultOptions()
+	opts.Layout = revision.LayoutNamespaced
+	f0 := newFixture(t, opts, spec)
+	job := f0.jobFor(spec, "")
+	tag := job.Spec.TargetImage[strings.LastIndex(job.Spec.TargetImage, ":")+1:]
+	job.Spec.TargetImage = testPrefix + "/app:" + tag
+	f := newFixture(t, opts, spec, job)
+	f.syncJob(job)
+	if n := f.backend.Starts(keyOf(job).String()); n != 0 {
+		t.Errorf("the backend started the job %d times", n)
+	}
+	st := statusUpdate[*v1alpha1.ImageSpecJob](t, f.writes(), "imagespecjobs").Status
+	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonRejected || !strings.Contains(st.Message, "spec.targetImage") || !strings.Contains(st.Message, testNS+"/app:") {
+		t.Errorf("status %s/%s %q, want Failed/Rejected naming spec.targetImage and the namespaced target", st.Phase, st.Reason, st.Message)
+	}
+}

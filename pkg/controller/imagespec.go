@@ -62,7 +62,7 @@ func (c *Controller) revisionOf(spec *v1alpha1.ImageSpec) (desiredRevision, fiel
 	}
 	baseDigest := revisionBaseDigest(spec, dockerfile.Normalize(in).BaseImage)
 	tag := revision.TagWithBase(in, spec.Spec.UpdateTime, baseDigest)
-	target, err := revision.TargetImage(c.opts.Registry.RepoPrefix, spec.Name, tag)
+	target, err := c.opts.Layout.Target(c.opts.Registry.RepoPrefix, spec.Namespace, spec.Name, tag)
 	if err != nil {
 		return desiredRevision{}, field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), spec.Name,
 			fmt.Sprintf("does not make a valid image name under %q: %v", c.opts.Registry.RepoPrefix, err))}

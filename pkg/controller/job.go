@@ -153,7 +153,7 @@ func (c *Controller) authorizeJob(job *v1alpha1.ImageSpecJob) field.ErrorList {
 	var errs field.ErrorList
 	in := backend.Inputs(job.Spec.BaseImage, job.Spec.Packages, nil)
 	tag := revision.TagWithBase(in, job.Spec.UpdateTime, job.Annotations[BaseImageDigestAnnotation])
-	want, err := revision.TargetImage(c.opts.Registry.RepoPrefix, owner.Name, tag)
+	want, err := c.opts.Layout.Target(c.opts.Registry.RepoPrefix, owner.Namespace, owner.Name, tag)
 	if err != nil {
 		errs = append(errs, field.Forbidden(specPath.Child("targetImage"), err.Error()))
 	} else if job.Spec.TargetImage != want {

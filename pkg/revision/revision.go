@@ -15,7 +15,8 @@
 //   - updateTime, the user's explicit "rebuild now".
 //
 // A revision is the tag together with the repository it is pushed to
-// (TargetImage: <repo prefix>/<name>:<tag>): the controller matches jobs
+// (TargetImage: <repo prefix>/<name>:<tag>, or another Layout): the
+// controller matches jobs
 // by their whole target image, so a new repository prefix or registry
 // builds every ImageSpec again under the new name, with the same tag.
 //
@@ -139,4 +140,67 @@ func TargetImage(repoPrefix, name, tag string) (string, error) {
 		return "", fmt.Errorf("target tag %q: %w", tag, err)
 	}
 	return tagged.String(), nil
+}
+
+// Layout says how an ImageSpec's images are named under the repository
+// prefix.
+type Layout string
+
+const (
+	// LayoutPrefix is PrimeHub's <prefix>/<name>:<tag>: ImageSpecs of the
+	// same name in two namespaces share a repository.
+	LayoutPrefix Layout = "prefix"
+	// LayoutNamespaced is <prefix>/<namespace>/<name>:<tag>: every
+	// namespace has repositories of its own.
+	LayoutNamespaced Layout = "namespaced"
+	// LayoutSingle is PrimeHub's single-repository mode
+	// <prefix>:<name>-<tag>, for registries that allow one repository per
+	// account; the prefix is that repository.
+	LayoutSingle Layout = "single"
+)
+
+// Layouts lists the layouts ParseLayout accepts.
+var Layouts = []Layout{LayoutPrefix, LayoutNamespaced, LayoutSingle}
+
+// ParseLayout accepts a layout's name; empty is LayoutPrefix.
+func ParseLayout(s string) (Layout, error) {
+	if s == "" {
+		return LayoutPrefix, nil
+	}
+	for _, l := range Layouts {
+		if string(l) == s {
+			return l, nil
+		}
+	}
+	return "", fmt.Errorf("unknown repository layout %q (want one of %v)", s, Layouts)
+}
+
+// Target is the image an ImageSpec's revision is pushed to under l.
+func (l Layout) Target(repoPrefix, namespace, name, tag string) (string, error) {
+	switch l {
+	case LayoutPrefix, "":
+		return TargetImage(repoPrefix, name, tag)
+	case LayoutNamespaced:
+		if namespace == "" {
+			return "", errors.New("the namespaced layout needs the ImageSpec's namespace")
+		}
+		return TargetImage(repoPrefix+"/"+namespace, name, tag)
+	case LayoutSingle:
+		if repoPrefix == "" {
+			return "", errors.New("target repository prefix is empty")
+		}
+		named, err := reference.ParseNormalizedNamed(repoPrefix)
+		if err != nil {
+			return "", fmt.Errorf("target repository %q is not a valid image repository: %w", repoPrefix, err)
+		}
+		if !reference.IsNameOnly(named) {
+			return "", fmt.Errorf("target repository %q must not carry a tag or digest", repoPrefix)
+		}
+		tagged, err := reference.WithTag(named, name+"-"+tag)
+		if err != nil {
+			return "", fmt.Errorf("target tag %q (the single-repository layout puts the ImageSpec's name in the tag): %w", name+"-"+tag, err)
+		}
+		return tagged.String(), nil
+	}
+	return "", fmt.Errorf("unknown repository layout %q", l)
 }

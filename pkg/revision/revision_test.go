@@ -198,3 +198,54 @@ func TestTagWithBase(t *testing.T) {
 		t.Errorf("TagWithBase(fixture, digest 1) = %s, want %s", t1, want)
 	}
 }
+
+// Each layout names the same revision its own way; names a layout cannot
+// make are errors that say why.
+func TestLayoutTarget(t *testing.T) {
+	tag := "0123456789ab"
+	cases := []struct {
+		layout                  Layout
+		prefix, namespace, name string
+		want                    string
+	}{
+		{LayoutPrefix, "localhost:5000/team", "ns1", "app", "localhost:5000/team/app:" + tag},
+		{"", "localhost:5000/team", "ns1", "app", "localhost:5000/team/app:" + tag},
+		{LayoutNamespaced, "localhost:5000/team", "ns1", "app", "localhost:5000/team/ns1/app:" + tag},
+		{LayoutNamespaced, "localhost:5000/team", "ns2", "app", "localhost:5000/team/ns2/app:" + tag},
+		{LayoutNamespaced, "myuser", "ns1", "app", "docker.io/myuser/ns1/app:" + tag},
+		{LayoutSingle, "localhost:5000/team/images", "ns1", "app", "localhost:5000/team/images:app-" + tag},
+		{LayoutSingle, "myuser/images", "ns1", "my.spec", "docker.io/myuser/images:my.spec-" + tag},
+	}
+	for _, tc := range cases {
+		got, err := tc.layout.Target(tc.prefix, tc.namespace, tc.name, tag)
+		if err != nil || got != tc.want {
+			t.Errorf("%q.Target(%q, %q, %q) = %q, %v; want %q", tc.layout, tc.prefix, tc.namespace, tc.name, got, err, tc.want)
+		}
+	}
+	bad := []struct {
+		layout                  Layout
+		prefix, namespace, name string
+		reason                  string
+	}{
+		{LayoutNamespaced, "localhost:5000", "", "app", "needs the ImageSpec's namespace"},
+		{LayoutSingle, "", "ns", "app", "empty"},
+		{LayoutSingle, "localhost:5000/images:v1", "ns", "app", "must not carry a tag"},
+		{LayoutSingle, "Localhost:5000/Images", "ns", "app", "not a valid image repository"},
+		{LayoutSingle, "localhost:5000/images", "ns", strings.Repeat("a", 120), "puts the ImageSpec's name in the tag"},
+		{"flat", "localhost:5000", "ns", "app", "unknown repository layout"},
+	}
+	for _, tc := range bad {
+		got, err := tc.layout.Target(tc.prefix, tc.namespace, tc.name, tag)
+		if err == nil || !strings.Contains(err.Error(), tc.reason) {
+			t.Errorf("%q.Target(%q, %q, %q) = %q, %v; want an error mentioning %q", tc.layout, tc.prefix, tc.namespace, tc.name, got, err, tc.reason)
+		}
+	}
+	for _, s := range []string{"", "prefix", "namespaced", "single"} {
+		if _, err := ParseLayout(s); err != nil {
+			t.Errorf("ParseLayout(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseLayout("Namespaced"); err == nil || !strings.Contains(err.Error(), "want one of") {
+		t.Errorf("ParseLayout(Namespaced): %v, want an error listing the layouts", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // Backend is one way the controller builds, as a scenario sees it: a
@@ -57,6 +58,7 @@ var scenarios = []struct {
 	{"PhasesOnlyMoveForward", testPhasesOnlyMoveForward},
 	{"DeleteSpecStopsBuild", testDeleteSpecStopsBuild},
 	{"DeleteNamespaceStopsBuilds", testDeleteNamespaceStopsBuilds},
+	{"RepositoryLayouts", testRepositoryLayouts},
 }
 
 // TestBackends runs each scenario against each backend:
@@ -130,5 +132,46 @@ true
 			t.Errorf("the build left files the notebook user does not own or its group cannot write:\n%s", out)
 			break
 		}
+	}
+}
+
+// The namespaced layout gives two namespaces' ImageSpecs of one name
+// repositories of their own; the single-repository layout puts every
+// image in the prefix's repository, the ImageSpec's name in the tag.
+func testRepositoryLayouts(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage, Packages: v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}}}
+	layout := func(l revision.Layout) ControllerConfig {
+		return ControllerConfig{Tweak: func(o *app.Options) { o.Controller.Layout = l }}
+	}
+	prefix := env.Settings.Registry.RepoPrefix
+	var images []string
+	for range 2 {
+		ns := NewNamespace(t)
+		c := b.Start(t, ns, layout(revision.LayoutNamespaced))
+		createSpec(t, c, ns, "app", spec)
+		job := WaitJob(t, c, ns, "app", "", buildTimeout)
+		requireBuiltBy(t, job, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+		if !strings.HasPrefix(job.Status.Image, prefix+"/"+ns+"/app:") {
+			t.Errorf("namespaced layout: status.image %q, want %s/%s/app:<tag>", job.Status.Image, prefix, ns)
+		}
+		images = append(images, job.Status.Image)
+	}
+	for _, img := range images {
+		if !TagExists(t, env.Registry, img) {
+			t.Errorf("%s was not pushed", img)
+		}
+	}
+	if images[0] == images[1] {
+		t.Errorf("two namespaces share %s", images[0])
+	}
+
+	ns := NewNamespace(t)
+	c := b.Start(t, ns, layout(revision.LayoutSingle))
+	createSpec(t, c, ns, "app", spec)
+	job := WaitJob(t, c, ns, "app", "", buildTimeout)
+	requireBuiltBy(t, job, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if !strings.HasPrefix(job.Status.Image, prefix+":app-") || !TagExists(t, env.Registry, job.Status.Image) {
+		t.Errorf("single layout: status.image %q (pushed: %v), want %s:app-<tag>", job.Status.Image, TagExists(t, env.Registry, job.Status.Image), prefix)
 	}
 }
