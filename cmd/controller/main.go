@@ -71,6 +71,7 @@ type buildahpodFlags struct {
 	storageDriver           string
 	cachePVC, cacheHostPath string
 	hostNetwork             bool
+	buildNamespace          string
 	registryCertsDir        string
 	podConfigFile           string
 	serviceAccount          string
@@ -141,6 +142,7 @@ func main() {
 	flag.StringVar(&f.buildahpod.storageDriver, "builder-storage-driver", "overlay", "buildahpod backend: buildah storage driver in build pods, overlay or vfs.")
 	flag.StringVar(&f.buildahpod.cachePVC, "builder-cache-pvc", "", "buildahpod backend: a PersistentVolumeClaim (in each namespace that builds) mounted at /var/lib/containers, so layers survive between builds. Default: an emptyDir per build.")
 	flag.StringVar(&f.buildahpod.cacheHostPath, "builder-cache-host-path", "", "buildahpod backend: a node directory mounted at /var/lib/containers, so layers survive between builds on that node.")
+	flag.StringVar(&f.buildahpod.buildNamespace, "build-namespace", "", "buildahpod backend: build pods, their ConfigMaps, the push Secret and per-build copies of pull Secrets live in this namespace only (tenants get no access to it; artifacts/deploy uses imagespec-builds). Empty builds in each ImageSpec's namespace and writes the push Secret there.")
 	flag.BoolVar(&f.buildahpod.hostNetwork, "builder-host-network", false, "buildahpod backend: run build pods in the node's network namespace, for registries or package indexes reachable only from nodes.")
 	flag.StringVar(&f.buildahpod.registryCertsDir, "builder-registry-certs-dir", "", "buildahpod backend: a certs.d tree (<host[:port]>/*.crt) of registry CAs that build pods trust besides the builder image's.")
 	flag.StringVar(&f.buildahpod.podConfigFile, "builder-pod-config", "", "buildahpod backend: a JSON or YAML file with resources, nodeSelector, tolerations, serviceAccountName, priorityClassName, imagePullSecrets, nodeName and annotations of build pods. The single flags override it.")
@@ -206,6 +208,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 			Registry:              settings.Registry,
 			Layout:                layout,
 			PushSecretName:        f.pushSecretName,
+			PushSecretNamespace:   pushSecretNamespace(f),
 			ExistingPushSecret:    f.useExistingPushSecret,
 			Sources:               sources,
 			BuildTimeout:          f.buildTimeout,
@@ -285,6 +288,15 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 	}
 }
 
+// pushSecretNamespace: with a build namespace the one push Secret lives
+// there; the inprocess backend reads it from the job's namespace.
+func pushSecretNamespace(f flags) string {
+	if f.backendName == buildahpod.Name {
+		return f.buildahpod.buildNamespace
+	}
+	return ""
+}
+
 func buildahpodOptions(f flags) (buildahpod.Options, error) {
 	p := f.buildahpod
 	opts := buildahpod.Options{
@@ -295,6 +307,8 @@ func buildahpodOptions(f flags) (buildahpod.Options, error) {
 		StorageDriver:          p.storageDriver,
 		BuildTimeout:           f.buildTimeout,
 		HostNetwork:            p.hostNetwork,
+		BuildNamespace:         p.buildNamespace,
+		WatchNamespace:         f.namespace,
 	}
 	switch opts.BuilderImagePullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

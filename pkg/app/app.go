@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubeinformers "k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
@@ -124,7 +125,12 @@ func runController(ctx context.Context, clients *Clients, be backend.Backend, op
 	// are scheduled, so an idle controller sends no requests.
 	factory := informers.NewSharedInformerFactoryWithOptions(clients.Client, 0,
 		informers.WithNamespace(opts.Namespace), informers.WithTransform(stripManagedFields))
-	secrets := clients.Managed.Core().V1().Secrets()
+	// Only a push Secret per namespace needs the Secret informer (list and
+	// watch of Secrets); with a build namespace there is one, read directly.
+	var secrets coreinformers.SecretInformer
+	if opts.Controller.PushSecretNamespace == "" {
+		secrets = clients.Managed.Core().V1().Secrets()
+	}
 	c, err := controller.New(ctx, clients.Kube, clients.Client,
 		factory.Primehub().V1alpha1().ImageSpecs(),
 		factory.Primehub().V1alpha1().ImageSpecJobs(),

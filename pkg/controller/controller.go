@@ -67,6 +67,11 @@ type Options struct {
 	// PushSecretName is the Secret holding push credentials. The controller
 	// writes it into every namespace that builds, unless ExistingPushSecret.
 	PushSecretName string
+	// PushSecretNamespace, when set, is the one namespace the push Secret
+	// lives in (the buildahpod backend's build namespace): tenants never
+	// get a copy, and the controller needs no Secret informer. Empty
+	// writes it into each namespace that builds.
+	PushSecretNamespace string
 	// ExistingPushSecret: PushSecretName names a Secret the user manages;
 	// the controller only references it.
 	ExistingPushSecret bool
@@ -166,7 +171,9 @@ func New(ctx context.Context,
 	}
 	c.baseTracker = c.newBaseTracker()
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
-	if secretInformer != nil {
+	if opts.PushSecretNamespace != "" {
+		// One Secret, read and written with direct requests.
+	} else if secretInformer != nil {
 		c.secretLister = secretInformer.Lister()
 		c.synced = append(c.synced, secretInformer.Informer().HasSynced)
 	} else if !opts.ExistingPushSecret && opts.Registry.HasCredentials() {

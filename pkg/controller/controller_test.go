@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -693,5 +694,34 @@ func TestRepositoryLayouts(t *testing.T) {
 	st := statusUpdate[*v1alpha1.ImageSpecJob](t, f.writes(), "imagespecjobs").Status
 	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonRejected || !strings.Contains(st.Message, "spec.targetImage") || !strings.Contains(st.Message, testNS+"/app:") {
 		t.Errorf("status %s/%s %q, want Failed/Rejected naming spec.targetImage and the namespaced target", st.Phase, st.Reason, st.Message)
+	}
+}
+
+// With a push Secret namespace (the build namespace), the job's build
+// writes the one push Secret there and none into the job's namespace.
+func TestPushSecretInBuildNamespace(t *testing.T) {
+	spec := newSpec("app", v1alpha1.Packages{Pip: []string{"requests"}})
+	opts := defaultOptions()
+	opts.PushSecretName = DefaultPushSecretName
+	opts.PushSecretNamespace = "builds"
+	f0 := newFixture(t, opts, spec)
+	job := f0.jobFor(spec, "")
+	f := newFixture(t, opts, spec, job)
+	f.syncJob(job)
+	if f.backend.Starts(keyOf(job).String()) != 1 {
+		t.Fatalf("not built: %v", f.writes())
+	}
+	ctx := context.Background()
+	s, err := f.kube.CoreV1().Secrets("builds").Get(ctx, DefaultPushSecretName, metav1.GetOptions{})
+	if err != nil || !strings.Contains(string(s.Data[corev1.DockerConfigJsonKey]), "robot") {
+		t.Fatalf("push Secret in the build namespace: %v", err)
+	}
+	if _, err := f.kube.CoreV1().Secrets(testNS).Get(ctx, DefaultPushSecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("push Secret in the job's namespace: %v, want none", err)
+	}
+	for _, a := range f.kube.Actions() {
+		if a.GetResource().Resource == "secrets" && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
+			t.Errorf("the controller %s Secrets", a.GetVerb())
+		}
 	}
 }

@@ -92,9 +92,9 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 			c.requeueAtDeadline(job, now)
 			return c.updateJobStatus(ctx, job, status)
 		}
-		if err := c.ensurePushSecret(ctx, job.Namespace); err != nil {
+		if err := c.ensurePushSecret(ctx, c.pushSecretNamespace(job.Namespace)); err != nil {
 			c.slots.unreserve(key)
-			msg := c.redact(fmt.Sprintf("Cannot prepare the push Secret %s/%s: %v", job.Namespace, c.opts.PushSecretName, err))
+			msg := c.redact(fmt.Sprintf("Cannot prepare the push Secret %s/%s: %v", c.pushSecretNamespace(job.Namespace), c.opts.PushSecretName, err))
 			return c.reportPendingError(ctx, job, v1alpha1.ReasonPushSecretFailed, msg, err)
 		}
 	}

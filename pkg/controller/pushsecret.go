@@ -23,6 +23,14 @@ func (c *Controller) pushSecretName() string {
 	return ""
 }
 
+// pushSecretNamespace is where the push Secret of a job in namespace is.
+func (c *Controller) pushSecretNamespace(namespace string) string {
+	if c.opts.PushSecretNamespace != "" {
+		return c.opts.PushSecretNamespace
+	}
+	return namespace
+}
+
 func (c *Controller) managesPushSecret() bool {
 	return !c.opts.ExistingPushSecret && c.opts.Registry.HasCredentials()
 }
@@ -43,7 +51,12 @@ func (c *Controller) ensurePushSecret(ctx context.Context, namespace string) err
 	if err != nil {
 		return err
 	}
-	existing, err := c.secretLister.Secrets(namespace).Get(c.opts.PushSecretName)
+	var existing *corev1.Secret
+	if c.secretLister != nil {
+		existing, err = c.secretLister.Secrets(namespace).Get(c.opts.PushSecretName)
+	} else {
+		existing, err = c.kube.CoreV1().Secrets(namespace).Get(ctx, c.opts.PushSecretName, metav1.GetOptions{})
+	}
 	if apierrors.IsNotFound(err) {
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
@@ -101,6 +114,9 @@ func (c *Controller) updatePushSecret(ctx context.Context, existing *corev1.Secr
 func (c *Controller) refreshPushSecrets(ctx context.Context) error {
 	if !c.managesPushSecret() {
 		return nil
+	}
+	if c.opts.PushSecretNamespace != "" {
+		return c.ensurePushSecret(ctx, c.opts.PushSecretNamespace)
 	}
 	data, err := c.pushSecretData()
 	if err != nil {

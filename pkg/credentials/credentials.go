@@ -95,6 +95,14 @@ func (a Auths) Secrets() []string {
 	return out
 }
 
+// ConfigJSON is a in the docker config form ({"auths": ...}) that
+// kubernetes.io/dockerconfigjson Secrets and containers' auth files share.
+func (a Auths) ConfigJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Auths Auths `json:"auths"`
+	}{Auths: a})
+}
+
 // Merged returns base with over's entries on top.
 func Merged(base, over Auths) Auths {
 	out := Auths{}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
 // Name is recorded in status.backend of the jobs this backend builds.
@@ -31,6 +32,8 @@ type Backend struct {
 	opts Options
 	kube kubernetes.Interface
 
+	// ownFactory watches the build namespace, when there is one.
+	ownFactory  informers.SharedInformerFactory
 	podInformer cache.SharedIndexInformer
 	pods        corelisters.PodLister
 	cmInformer  cache.SharedIndexInformer
@@ -62,6 +65,17 @@ func New(opts Options, kube kubernetes.Interface, managed informers.SharedInform
 		kube:  kube,
 		gone:  map[string][]chan struct{}{},
 		tails: map[types.UID]string{},
+	}
+	if opts.BuildNamespace != "" {
+		// The controller's factory may watch one tenant namespace only.
+		selector := names.ManagedSelector()
+		if opts.WatchNamespace != "" {
+			selector += "," + JobNamespaceLabel + "=" + opts.WatchNamespace
+		}
+		b.ownFactory = informers.NewSharedInformerFactoryWithOptions(kube, 0,
+			informers.WithNamespace(opts.BuildNamespace),
+			informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = selector }))
+		managed = b.ownFactory
 	}
 	pods := managed.Core().V1().Pods()
 	b.podInformer = pods.Informer()
@@ -98,6 +112,9 @@ func (b *Backend) Run(ctx context.Context, notify backend.Notify) error {
 	if err != nil {
 		return err
 	}
+	if b.ownFactory != nil {
+		b.ownFactory.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), b.podInformer.HasSynced, b.cmInformer.HasSynced) {
 		return errors.New("buildahpod: waiting for the pod and ConfigMap caches to sync")
 	}
@@ -109,15 +126,15 @@ func (b *Backend) podChanged(obj interface{}) {
 	if !ok {
 		return
 	}
-	ref := metav1.GetControllerOf(pod)
-	if ref == nil || ref.Kind != "ImageSpecJob" || ref.APIVersion != v1alpha1.SchemeGroupVersion.String() {
+	key, ok := jobKeyOf(pod)
+	if !ok {
 		return
 	}
 	b.mu.Lock()
 	notify := b.notify
 	b.mu.Unlock()
 	if notify != nil {
-		notify(pod.Namespace + "/" + ref.Name)
+		notify(key)
 	}
 }
 
@@ -149,17 +166,21 @@ func (b *Backend) logf(format string, args ...any) {
 	klog.InfoS(fmt.Sprintf(format, args...), "backend", Name)
 }
 
+// ownedBy: obj is job's, by its owner reference or, in the build
+// namespace, its job UID label.
 func ownedBy(obj metav1.Object, job *v1alpha1.ImageSpecJob) bool {
-	ref := metav1.GetControllerOf(obj)
-	return ref != nil && ref.Kind == "ImageSpecJob" && ref.Name == job.Name && ref.UID == job.UID
+	if ref := metav1.GetControllerOf(obj); ref != nil {
+		return ref.Kind == "ImageSpecJob" && ref.Name == job.Name && ref.UID == job.UID
+	}
+	return job.UID != "" && obj.GetLabels()[JobUIDLabel] == string(job.UID) && obj.GetNamespace() != job.Namespace
 }
 
 // Ensure implements backend.Backend. The pod's name depends on the job's
 // name only and creation tolerates AlreadyExists, so retries and restarts
 // find the pod they made instead of making another.
 func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
-	name := PodName(job.Name)
-	pod, err := b.getPod(ctx, job.Namespace, name)
+	ns, name := b.podRef(job)
+	pod, err := b.getPod(ctx, ns, name)
 	if err != nil {
 		return backend.Status{}, err
 	}
@@ -228,13 +249,19 @@ func (b *Backend) deleteStale(ctx context.Context, pod *corev1.Pod) error {
 
 // create checks the job's Secrets, writes its ConfigMap and creates its pod.
 func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
-	name := PodName(job.Name)
+	ns, name := b.podRef(job)
 	// A missing Secret would leave the pod ContainerCreating until the
-	// timeout: fail now, with the reason of the stage that needs it.
-	if st, done, err := b.checkSecret(ctx, job, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push"); done || err != nil {
+	// timeout: fail now, with the reason of the stage that needs it. The
+	// push Secret is in the pod's namespace; the pull Secret is always
+	// read from the job's own.
+	if st, done, err := b.checkSecret(ctx, ns, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push"); done || err != nil {
 		return st, err
 	}
-	if st, done, err := b.checkSecret(ctx, job, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull"); done || err != nil {
+	if b.opts.BuildNamespace == "" {
+		if st, done, err := b.checkSecret(ctx, ns, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull"); done || err != nil {
+			return st, err
+		}
+	} else if st, done, err := b.copyPullSecret(ctx, job); done || err != nil {
 		return st, err
 	}
 
@@ -243,14 +270,14 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonInvalidSpec,
 			Message: fmt.Sprintf("Rendering the Dockerfile: %v", err)}, nil
 	}
-	existing, err := b.configMaps.ConfigMaps(job.Namespace).Get(name)
+	existing, err := b.configMaps.ConfigMaps(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		existing, err = b.kube.CoreV1().ConfigMaps(job.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+		existing, err = b.kube.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			existing, err = b.kube.CoreV1().ConfigMaps(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+			existing, err = b.kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 		}
 		if err != nil {
-			return backend.Status{}, fmt.Errorf("creating ConfigMap %s/%s: %w", job.Namespace, name, err)
+			return backend.Status{}, fmt.Errorf("creating ConfigMap %s/%s: %w", ns, name, err)
 		}
 	}
 	switch {
@@ -261,25 +288,25 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		// a restart with other settings (a new registry CA): the pod about
 		// to start must read the current ones. Deleted, then made again on
 		// the retry (the controller's role may create and delete them).
-		err := b.kube.CoreV1().ConfigMaps(job.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+		err := b.kube.CoreV1().ConfigMaps(ns).Delete(ctx, name, metav1.DeleteOptions{
 			Preconditions: &metav1.Preconditions{UID: &existing.UID}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return backend.Status{}, err
 		}
-		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s was stale (an earlier job's, or other settings); deleted it, will retry", job.Namespace, name)
+		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s was stale (an earlier job's, or other settings); deleted it, will retry", ns, name)
 	}
 
 	pod, err := b.pod(job)
 	if err != nil {
 		return backend.Status{}, err
 	}
-	created, err := b.kube.CoreV1().Pods(job.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := b.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		if created, err = b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{}); err != nil {
+		if created, err = b.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
 			return backend.Status{}, err
 		}
 		if !ownedBy(created, job) {
-			return backend.Status{}, fmt.Errorf("pod %s/%s exists and belongs to another job", job.Namespace, name)
+			return backend.Status{}, fmt.Errorf("pod %s/%s exists and belongs to another job", ns, name)
 		}
 		return classify(created), nil
 	}
@@ -290,29 +317,29 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 			return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBackendError,
 				Message: fmt.Sprintf("Creating build pod %s: %v", name, err)}, nil
 		}
-		return backend.Status{}, fmt.Errorf("creating pod %s/%s: %w", job.Namespace, name, err)
+		return backend.Status{}, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
 	}
-	b.logf("Build pod created: job %s/%s, pod %s, target %s", job.Namespace, job.Name, name, job.Spec.TargetImage)
+	b.logf("Build pod created: job %s/%s, pod %s/%s, target %s", job.Namespace, job.Name, ns, name, job.Spec.TargetImage)
 	return classify(created), nil
 }
 
 // checkSecret reports a failed status when a referenced Secret is missing
 // or is not a docker config. Errors name the Secret, never its content.
-func (b *Backend) checkSecret(ctx context.Context, job *v1alpha1.ImageSpecJob, name, reason, use string) (backend.Status, bool, error) {
+func (b *Backend) checkSecret(ctx context.Context, namespace, name, reason, use string) (backend.Status, bool, error) {
 	if name == "" {
 		return backend.Status{}, false, nil
 	}
-	s, err := b.kube.CoreV1().Secrets(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := b.kube.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
-			Message: fmt.Sprintf("The %s Secret %s/%s does not exist", use, job.Namespace, name)}, true, nil
+			Message: fmt.Sprintf("The %s Secret %s/%s does not exist", use, namespace, name)}, true, nil
 	}
 	if err != nil {
-		return backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, job.Namespace, name, err)
+		return backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, namespace, name, err)
 	}
 	if _, ok := s.Data[corev1.DockerConfigJsonKey]; !ok {
 		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
-			Message: fmt.Sprintf("The %s Secret %s/%s has no %s key (want type %s)", use, job.Namespace, name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}, true, nil
+			Message: fmt.Sprintf("The %s Secret %s/%s has no %s key (want type %s)", use, namespace, name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}, true, nil
 	}
 	return backend.Status{}, false, nil
 }
@@ -355,8 +382,8 @@ func (b *Backend) logTail(ctx context.Context, pod *corev1.Pod) string {
 // during a push may have uploaded blobs, but not the manifest unless the
 // push had finished: the tag is never half-written.
 func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
-	name := PodName(job.Name)
-	key := job.Namespace + "/" + name
+	ns, name := b.podRef(job)
+	key := ns + "/" + name
 	ch := make(chan struct{})
 	b.mu.Lock()
 	b.gone[key] = append(b.gone[key], ch)
@@ -376,7 +403,7 @@ func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error 
 		b.mu.Unlock()
 	}()
 
-	pod, err := b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+	pod, err := b.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
@@ -389,11 +416,14 @@ func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error 
 	if err := b.deleteConfigMap(ctx, job); err != nil {
 		return err
 	}
+	if err := b.deletePullCopy(ctx, job); err != nil {
+		return err
+	}
 	if pod == nil {
 		return nil
 	}
 	if pod.DeletionTimestamp == nil {
-		err = b.kube.CoreV1().Pods(job.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+		err = b.kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{
 			// Not 0: that removes the object at once while the container
 			// may still run; with 1 the object goes only after the kubelet
 			// has stopped the container.
@@ -410,7 +440,7 @@ func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error 
 	}
 	// The delete event may have come before the waiter was registered;
 	// an unscheduled pod is removed at once.
-	if _, err := b.kube.CoreV1().Pods(job.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	if _, err := b.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		return nil
 	}
 	timer := time.NewTimer(b.opts.CancelWait)
@@ -426,12 +456,12 @@ func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error 
 }
 
 func (b *Backend) deleteConfigMap(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
-	name := PodName(job.Name)
+	ns, name := b.podRef(job)
 	opts := metav1.DeleteOptions{}
 	if job.UID != "" {
 		// From the API server: the cache may lag behind a ConfigMap made
 		// a moment ago.
-		cm, err := b.kube.CoreV1().ConfigMaps(job.Namespace).Get(ctx, name, metav1.GetOptions{})
+		cm, err := b.kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -443,9 +473,9 @@ func (b *Backend) deleteConfigMap(ctx context.Context, job *v1alpha1.ImageSpecJo
 		}
 		opts.Preconditions = &metav1.Preconditions{UID: &cm.UID}
 	}
-	err := b.kube.CoreV1().ConfigMaps(job.Namespace).Delete(ctx, name, opts)
+	err := b.kube.CoreV1().ConfigMaps(ns).Delete(ctx, name, opts)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting ConfigMap %s/%s: %w", job.Namespace, name, err)
+		return fmt.Errorf("deleting ConfigMap %s/%s: %w", ns, name, err)
 	}
 	return nil
 }

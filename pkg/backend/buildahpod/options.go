@@ -36,6 +36,16 @@ type Options struct {
 	Cache *CacheVolume
 	// BuildTimeout sets the pod's activeDeadlineSeconds; 0 sets none.
 	BuildTimeout time.Duration
+	// BuildNamespace, when set, is the one namespace where build pods,
+	// their ConfigMaps, the push Secret and per-build copies of pull
+	// Secrets live, out of tenants' reach (see buildns.go). Empty builds
+	// in each job's own namespace.
+	BuildNamespace string
+	// WatchNamespace, with BuildNamespace, is the only namespace whose
+	// jobs' pods this backend sees there (the controller's --namespace):
+	// a controller for one namespace must not take another's builds for
+	// orphans. Empty sees all.
+	WatchNamespace string
 	// HostNetwork runs the pod in the node's network namespace, for
 	// registries or package indexes reachable only from the node.
 	HostNetwork bool

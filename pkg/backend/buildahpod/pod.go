@@ -88,10 +88,20 @@ func labels(job *v1alpha1.ImageSpecJob) map[string]string {
 	}
 	out[names.ManagedByLabel] = names.ComponentName
 	out[JobLabel] = jobLabelValue(job.Name)
+	out[JobNamespaceLabel] = job.Namespace
+	if job.UID != "" {
+		out[JobUIDLabel] = string(job.UID)
+	}
 	return out
 }
 
-func ownerRefs(job *v1alpha1.ImageSpecJob) []metav1.OwnerReference {
+// ownerRefs make the job own its pod and ConfigMap, for garbage collection
+// and kubectl; none in the build namespace, where the job cannot be an
+// owner (Cancel removes them).
+func (b *Backend) ownerRefs(job *v1alpha1.ImageSpecJob) []metav1.OwnerReference {
+	if b.opts.BuildNamespace != "" {
+		return nil
+	}
 	return []metav1.OwnerReference{*metav1.NewControllerRef(job, v1alpha1.SchemeGroupVersion.WithKind("ImageSpecJob"))}
 }
 
@@ -147,12 +157,14 @@ func (b *Backend) configMap(job *v1alpha1.ImageSpecJob) (*corev1.ConfigMap, erro
 	for i, h := range sortedHosts(b.opts.RegistryCAs) {
 		data[caKey(i)] = string(b.opts.RegistryCAs[h])
 	}
+	ns, name := b.podRef(job)
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            PodName(job.Name),
-			Namespace:       job.Namespace,
+			Name:            name,
+			Namespace:       ns,
 			Labels:          labels(job),
-			OwnerReferences: ownerRefs(job),
+			Annotations:     jobAnnotations(job),
+			OwnerReferences: b.ownerRefs(job),
 		},
 		Data: data,
 	}, nil
@@ -168,7 +180,7 @@ func storageConf(driver string) string {
 // pod is the build pod of job.
 func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 	o := &b.opts
-	name := PodName(job.Name)
+	ns, name := b.podRef(job)
 	base := dockerfile.Normalize(backend.JobInputs(job)).BaseImage
 
 	env := []corev1.EnvVar{
@@ -219,8 +231,8 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 	if job.Spec.PushSecret != "" {
 		secretVolume("push-auth", job.Spec.PushSecret, pushAuthDir, "IMAGESPEC_PUSH_AUTHFILE")
 	}
-	if job.Spec.PullSecret != "" {
-		secretVolume("pull-auth", job.Spec.PullSecret, pullAuthDir, "IMAGESPEC_PULL_AUTHFILE")
+	if pull := b.pullSecretName(job); pull != "" {
+		secretVolume("pull-auth", pull, pullAuthDir, "IMAGESPEC_PULL_AUTHFILE")
 	}
 	if len(o.RegistryCAs) > 0 {
 		var items []corev1.KeyToPath
@@ -238,20 +250,17 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	annotations := map[string]string{}
+	annotations := jobAnnotations(job)
 	for k, v := range o.Pod.Annotations {
 		annotations[k] = v
-	}
-	if len(annotations) == 0 {
-		annotations = nil
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            name,
-			Namespace:       job.Namespace,
+			Namespace:       ns,
 			Labels:          labels(job),
 			Annotations:     annotations,
-			OwnerReferences: ownerRefs(job),
+			OwnerReferences: b.ownerRefs(job),
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,

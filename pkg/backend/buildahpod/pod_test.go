@@ -482,3 +482,87 @@ func TestStaleConfigMapIsReplaced(t *testing.T) {
 		t.Errorf("no pod after the ConfigMap was replaced: %v", err)
 	}
 }
+
+// With a build namespace the pod, its ConfigMap and a converted copy of
+// the pull Secret go there, named after the job's namespace too, with
+// labels instead of owner references; pod events notify the job; Cancel
+// removes all three; a pull Secret is read from the job's namespace only.
+func TestBuildNamespace(t *testing.T) {
+	// A legacy dockercfg pull Secret, converted on the way.
+	pull := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "pull-creds", Namespace: "team"},
+		Type:       corev1.SecretTypeDockercfg,
+		Data:       map[string][]byte{corev1.DockerConfigKey: []byte(`{"base.example.com":{"username":"u","password":"` + password + `"}}`)},
+	}
+	push := dockerSecret("push-creds")
+	push.Namespace = "builds"
+	f := newFixture(t, Options{BuildNamespace: "builds"}, push, pull)
+	ctx := context.Background()
+	job := testJob("myspec-abc123")
+
+	st, err := f.be.Ensure(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, name := PodRef("builds", "team", job.Name)
+	if ns != "builds" || st.PodName != name {
+		t.Fatalf("status %+v, want pod %s/%s", st, ns, name)
+	}
+	if _, other := PodRef("builds", "team-b", job.Name); other == name {
+		t.Errorf("two namespaces' jobs of one name share pod %s", name)
+	}
+	pod, err := f.kube.CoreV1().Pods("builds").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pod.OwnerReferences) != 0 || pod.Labels[JobUIDLabel] != string(job.UID) || pod.Labels[JobNamespaceLabel] != "team" || pod.Annotations[JobNameAnnotation] != job.Name {
+		t.Errorf("pod owners %v, labels %v, annotations %v", pod.OwnerReferences, pod.Labels, pod.Annotations)
+	}
+	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(job.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a pod in the job's namespace: %v", err)
+	}
+	if _, err := f.kube.CoreV1().ConfigMaps("builds").Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Errorf("ConfigMap: %v", err)
+	}
+	v := volume(pod, "pull-auth")
+	if v == nil || v.Secret == nil || v.Secret.SecretName != pullCopyName(name) {
+		t.Fatalf("pull volume %+v, want the copy %s", v, pullCopyName(name))
+	}
+	copied, err := f.kube.CoreV1().Secrets("builds").Get(ctx, pullCopyName(name), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copied.Type != corev1.SecretTypeDockerConfigJson || !strings.Contains(string(copied.Data[corev1.DockerConfigJsonKey]), `"auths":{"base.example.com"`) {
+		t.Errorf("copy %s: %s", copied.Type, copied.Data)
+	}
+	select {
+	case key := <-f.notified:
+		if key != "team/"+job.Name {
+			t.Errorf("notified %q, want team/%s", key, job.Name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no notification for the build pod")
+	}
+
+	if err := f.be.Cancel(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	_, perr := f.kube.CoreV1().Pods("builds").Get(ctx, name, metav1.GetOptions{})
+	_, cerr := f.kube.CoreV1().ConfigMaps("builds").Get(ctx, name, metav1.GetOptions{})
+	_, serr := f.kube.CoreV1().Secrets("builds").Get(ctx, pullCopyName(name), metav1.GetOptions{})
+	if !apierrors.IsNotFound(perr) || !apierrors.IsNotFound(cerr) || !apierrors.IsNotFound(serr) {
+		t.Errorf("after Cancel: pod %v, ConfigMap %v, pull copy %v", perr, cerr, serr)
+	}
+
+	// The pull Secret only in another namespace: not found, named in the
+	// job's own.
+	other := testJob("other-abc123")
+	other.Namespace = "team-b"
+	st, err = f.be.Ensure(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonBaseImagePullFailed || !strings.Contains(st.Message, "team-b/pull-creds") {
+		t.Errorf("status %+v, want BaseImagePullFailed naming team-b/pull-creds", st)
+	}
+}

@@ -1,7 +1,6 @@
 package inprocess
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 
@@ -11,9 +10,7 @@ import (
 // writeAuthFile writes a as a containers auth.json with mode 0600 in dir,
 // which the caller created private and removes after the build.
 func writeAuthFile(dir, name string, a credentials.Auths) (string, error) {
-	b, err := json.Marshal(struct {
-		Auths credentials.Auths `json:"auths"`
-	}{Auths: a})
+	b, err := a.ConfigJSON()
 	if err != nil {
 		return "", err
 	}
