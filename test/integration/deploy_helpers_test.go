@@ -31,6 +31,8 @@ import (
 const (
 	deployNamespace = "imagespec-system"
 	deployUser      = "system:serviceaccount:" + deployNamespace + ":imagespec-controller"
+	// buildNamespace is the Deployment's --build-namespace.
+	buildNamespace = "imagespec-builds"
 )
 
 // deployDir is artifacts/deploy of this checkout.
@@ -57,7 +59,17 @@ func applyDeploy(tb testing.TB) {
 	applyDeployOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, applyDeployOnce.err = cp.Kubectl(ctx, "apply", "-k", deployDir(tb))
+		if _, applyDeployOnce.err = cp.Kubectl(ctx, "apply", "-k", deployDir(tb)); applyDeployOnce.err != nil {
+			return
+		}
+		// What kube-controller-manager, which this control plane lacks,
+		// adds to the namespaces: the default ServiceAccount build pods
+		// run as.
+		for _, ns := range []string{deployNamespace, buildNamespace} {
+			if applyDeployOnce.err = cp.CreateNamespace(ctx, ns); applyDeployOnce.err != nil {
+				return
+			}
+		}
 	})
 	if applyDeployOnce.err != nil {
 		tb.Fatal(applyDeployOnce.err)

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -67,22 +68,61 @@ func typedFrom[T any](t *testing.T, u map[string]any) *T {
 func TestDeployManifests(t *testing.T) {
 	var dep *appsv1.Deployment
 	var roles []*rbacv1.ClusterRole
+	var nsRoles []*rbacv1.Role
+	var userRoles []*rbacv1.ClusterRole
 	for _, u := range decodeManifests(t, kustomize(t, deployDir(t))) {
 		switch u.GetKind() {
 		case "Deployment":
 			dep = typedFrom[appsv1.Deployment](t, u.Object)
 		case "ClusterRole":
-			roles = append(roles, typedFrom[rbacv1.ClusterRole](t, u.Object))
+			role := typedFrom[rbacv1.ClusterRole](t, u.Object)
+			if role.Name != "imagespec-controller" {
+				userRoles = append(userRoles, role)
+				continue
+			}
+			roles = append(roles, role)
+		case "Role":
+			nsRoles = append(nsRoles, typedFrom[rbacv1.Role](t, u.Object))
 		case "Secret":
 			t.Fatalf("artifacts/deploy must not hold a Secret: %s", u.GetName())
 		}
 	}
 	if dep == nil || len(roles) != 1 {
-		t.Fatalf("want one Deployment and one ClusterRole, got %v and %d", dep != nil, len(roles))
+		t.Fatalf("want one Deployment and one controller ClusterRole, got %v and %d", dep != nil, len(roles))
+	}
+	// The roles aggregated into admin/edit/view grant ImageSpecs only, and
+	// never the creation of jobs.
+	if len(userRoles) != 2 {
+		t.Errorf("want the edit and view ClusterRoles for users, got %d", len(userRoles))
+	}
+	for _, role := range userRoles {
+		for _, r := range role.Rules {
+			if !slices.Equal(r.APIGroups, []string{"primehub.io"}) || slices.Contains(r.Verbs, "*") ||
+				(slices.Contains(r.Resources, "imagespecjobs") && slices.Contains(r.Verbs, "create")) {
+				t.Errorf("user ClusterRole %s: rule %+v", role.Name, r)
+			}
+		}
 	}
 	for _, r := range roles[0].Rules {
 		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
 			t.Errorf("wildcard rule %+v", r)
+		}
+		// Pods, ConfigMaps and Secrets are written in the build namespace
+		// only; Secrets are never listed or watched anywhere.
+		for _, res := range []string{"pods", "configmaps", "secrets"} {
+			if slices.Contains(r.Resources, res) && slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "get" }) {
+				t.Errorf("the ClusterRole grants %v on %s", r.Verbs, res)
+			}
+		}
+	}
+	for _, role := range nsRoles {
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "secrets") && (slices.Contains(r.Verbs, "list") || slices.Contains(r.Verbs, "watch")) {
+				t.Errorf("Role %s/%s lists or watches Secrets: %+v", role.Namespace, role.Name, r)
+			}
+			if (slices.Contains(r.Resources, "pods") || slices.Contains(r.Resources, "secrets")) && role.Namespace != buildNamespace {
+				t.Errorf("Role %s/%s grants %v on %v outside the build namespace", role.Namespace, role.Name, r.Verbs, r.Resources)
+			}
 		}
 	}
 	if dep.Spec.Replicas == nil || *dep.Spec.Replicas < 2 {
@@ -104,7 +144,7 @@ func TestDeployManifests(t *testing.T) {
 		t.Errorf("container security context not restrictive: %+v", sc)
 	}
 	args := strings.Join(ctr.Args, " ")
-	for _, want := range []string{"--backend=buildahpod", "--leader-elect=true", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"} {
+	for _, want := range []string{"--backend=buildahpod", "--build-namespace=" + buildNamespace, "--leader-elect=true", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %s", args, want)
 		}
@@ -219,8 +259,14 @@ func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline t
 	be := backendtest.NewScripted()
 	opts := defaultControllerOptions(ns)
 	opts.LeaderElection = leader
+	// As the Deployment runs it: the push Secret in the build namespace.
+	opts.Controller.PushSecretNamespace = buildNamespace
 	// Keep no succeeded job besides the current one, so pruning deletes.
 	opts.Controller.SucceededHistoryLimit = 0
+	// The first build creates the push Secret.
+	if err := k.CoreV1().Secrets(buildNamespace).Delete(context.Background(), controller.DefaultPushSecretName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	in = startInstance(t, userConfig(t, user), be, opts)
 
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
@@ -258,13 +304,17 @@ func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline t
 		return in, false, "first job never Succeeded"
 	}
 
+	// The tenant's namespace gets no copy of the push credentials.
+	if _, err := k.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		return in, false, fmt.Sprintf("push Secret in the ImageSpec's namespace: %v", err)
+	}
 	// Someone overwrites the managed push Secret: the next build restores it.
-	s, err := k.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
+	s, err := k.CoreV1().Secrets(buildNamespace).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
 	if err != nil {
 		return in, false, "no push Secret: " + err.Error()
 	}
 	s.Data[corev1.DockerConfigJsonKey] = []byte(`{"auths":{}}`)
-	if _, err := k.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+	if _, err := k.CoreV1().Secrets(buildNamespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The controller writes the spec's status meanwhile: retry on conflict.
@@ -284,7 +334,7 @@ func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline t
 		return in, false, "no rebuild started"
 	}
 	second := strings.TrimPrefix(key, ns+"/")
-	s, err = k.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
+	s, err = k.CoreV1().Secrets(buildNamespace).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{})
 	if err != nil || !strings.Contains(string(s.Data[corev1.DockerConfigJsonKey]), testPassword) {
 		return in, false, "push Secret not restored before the rebuild"
 	}
@@ -338,65 +388,50 @@ func TestDeployRBACAllowsFullCycle(t *testing.T) {
 	}
 }
 
-// TestDeployRBACMissingVerbFails takes one verb away from the ClusterRole
-// at a time: the cycle must then fail with a forbidden request, so the
-// positive test above shows the role is sufficient, not that nothing is
-// checked.
+// TestDeployRBACMissingVerbFails takes one verb away from the ClusterRole,
+// or from the build namespace's Role, at a time: the cycle must then fail
+// with a forbidden request, so the positive test above shows the roles are
+// sufficient, not that nothing is checked.
 func TestDeployRBACMissingVerbFails(t *testing.T) {
 	applyDeploy(t)
-	var role *rbacv1.ClusterRole
+	var clusterRole *rbacv1.ClusterRole
+	var buildRole *rbacv1.Role
 	for _, u := range readManifests(t, filepath.Join(deployDir(t), "base", "rbac.yaml")) {
-		if u.GetKind() == "ClusterRole" {
-			role = typedFrom[rbacv1.ClusterRole](t, u.Object)
+		switch {
+		case u.GetKind() == "ClusterRole":
+			clusterRole = typedFrom[rbacv1.ClusterRole](t, u.Object)
+		case u.GetKind() == "Role" && u.GetNamespace() == buildNamespace:
+			buildRole = typedFrom[rbacv1.Role](t, u.Object)
 		}
 	}
-	if role == nil {
-		t.Fatal("no ClusterRole in rbac.yaml")
+	if clusterRole == nil || buildRole == nil {
+		t.Fatalf("rbac.yaml: ClusterRole %v, Role in %s %v", clusterRole != nil, buildNamespace, buildRole != nil)
 	}
 	_, k := clients(t)
-	for _, tc := range []struct{ resource, verb string }{
-		{"imagespecjobs/status", "update"},
-		{"secrets", "update"},
-		{"imagespecjobs", "delete"},
+	for _, tc := range []struct{ kind, resource, verb string }{
+		{"ClusterRole", "imagespecjobs/status", "update"},
+		{"ClusterRole", "imagespecjobs", "delete"},
+		{"Role", "secrets", "update"},
+		{"Role", "secrets", "create"},
 	} {
-		t.Run(strings.ReplaceAll(tc.resource, "/", "-")+"-"+tc.verb, func(t *testing.T) {
-			name := "imagespec-missing-" + strings.ReplaceAll(tc.resource, "/", "-") + "-" + tc.verb
-			reduced := role.DeepCopy()
-			reduced.ObjectMeta = metav1.ObjectMeta{Name: name}
-			removed := false
-			var rules []rbacv1.PolicyRule
-			for _, r := range reduced.Rules {
-				if slices.Contains(r.Resources, tc.resource) && slices.Contains(r.Verbs, tc.verb) {
-					if len(r.Resources) > 1 {
-						t.Fatalf("rule %+v covers more than %s", r, tc.resource)
-					}
-					r.Verbs = slices.DeleteFunc(slices.Clone(r.Verbs), func(v string) bool { return v == tc.verb })
-					removed = true
-					if len(r.Verbs) == 0 {
-						continue
-					}
-				}
-				rules = append(rules, r)
+		t.Run(tc.kind+"-"+strings.ReplaceAll(tc.resource, "/", "-")+"-"+tc.verb, func(t *testing.T) {
+			name := "imagespec-missing-" + strings.ToLower(tc.kind) + "-" + strings.ReplaceAll(tc.resource, "/", "-") + "-" + tc.verb
+			rules := clusterRole.Rules
+			if tc.kind == "Role" {
+				rules = buildRole.Rules
 			}
-			reduced.Rules = rules
+			reduced, removed := withoutVerb(t, rules, tc.resource, tc.verb)
 			if !removed {
-				t.Fatalf("rbac.yaml grants no %s on %s", tc.verb, tc.resource)
+				t.Fatalf("rbac.yaml's %s grants no %s on %s", tc.kind, tc.verb, tc.resource)
 			}
+			clusterRules, buildRules := clusterRole.Rules, buildRole.Rules
+			if tc.kind == "Role" {
+				buildRules = reduced
+			} else {
+				clusterRules = reduced
+			}
+			bindRoles(t, k, name, clusterRules, buildRules)
 			user := "system:serviceaccount:" + deployNamespace + ":" + name
-			ctx := context.Background()
-			_ = k.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
-			_ = k.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
-			if _, err := k.RbacV1().ClusterRoles().Create(ctx, reduced, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			binding := &rbacv1.ClusterRoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: deployNamespace}},
-			}
-			if _, err := k.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
 			in, ok, _ := rbacCycle(t, user, nil, 8*time.Second)
 			if ok {
 				t.Fatalf("the cycle completed without %s on %s", tc.verb, tc.resource)
@@ -410,6 +445,59 @@ func TestDeployRBACMissingVerbFails(t *testing.T) {
 	}
 }
 
+// withoutVerb is rules without verb on resource.
+func withoutVerb(t *testing.T, rules []rbacv1.PolicyRule, resource, verb string) ([]rbacv1.PolicyRule, bool) {
+	removed := false
+	var out []rbacv1.PolicyRule
+	for _, r := range rules {
+		r = *r.DeepCopy()
+		if slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
+			if len(r.Resources) > 1 {
+				t.Fatalf("rule %+v covers more than %s", r, resource)
+			}
+			r.Verbs = slices.DeleteFunc(r.Verbs, func(v string) bool { return v == verb })
+			removed = true
+			if len(r.Verbs) == 0 {
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out, removed
+}
+
+// bindRoles gives ServiceAccount name of the deploy namespace a ClusterRole
+// with clusterRules and a Role in the build namespace with buildRules.
+func bindRoles(t *testing.T, k kubernetes.Interface, name string, clusterRules, buildRules []rbacv1.PolicyRule) {
+	t.Helper()
+	ctx := context.Background()
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: deployNamespace}}
+	_ = k.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
+	_ = k.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
+	_ = k.RbacV1().Roles(buildNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	_ = k.RbacV1().RoleBindings(buildNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if _, err := k.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: clusterRules}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+		Subjects:   subjects,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RbacV1().Roles(buildNamespace).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: buildNamespace}, Rules: buildRules}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.RbacV1().RoleBindings(buildNamespace).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: buildNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   subjects,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDeployRBACBuildahpodBackend runs the buildahpod backend (the
 // Deployment's) as the deployed service account: it creates the build's
 // ConfigMap and pod, watches them, and on cancel deletes both, without a
@@ -420,19 +508,35 @@ func TestDeployRBACBuildahpodBackend(t *testing.T) {
 	ns := NewTestNamespace(t)
 	c, k := clients(t)
 	opts := defaultControllerOptions(ns)
+	opts.Controller.PushSecretNamespace = buildNamespace
 	in := startInstanceWith(t, userConfig(t, deployUser), opts, func(cl *app.Clients) (backend.Backend, error) {
-		return buildahpod.New(buildahpod.Options{}, cl.Kube, cl.Managed)
+		return buildahpod.New(buildahpod.Options{BuildNamespace: buildNamespace}, cl.Kube, cl.Managed)
 	})
 
-	createSpec(t, c, newImageSpec(ns, "pod", v1alpha1.Packages{Apt: []string{"curl"}}))
+	// A pull Secret of the tenant's, copied into the build namespace.
+	pull := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "base-pull", Namespace: ns},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"base.example":{"auth":"dTpw"}}}`)},
+	}
+	if _, err := k.CoreV1().Secrets(ns).Create(context.Background(), pull, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	spec := newImageSpec(ns, "pod", v1alpha1.Packages{Apt: []string{"curl"}})
+	spec.Spec.PullSecret = pull.Name
+	createSpec(t, c, spec)
 	job := currentJobName(t, c, ns, "pod", 1)
-	pod := buildahpod.PodName(job)
+	podNS, pod := buildahpod.PodRef(buildNamespace, ns, job)
 	waitFor(t, "build pod "+pod, func() (bool, string) {
-		_, err := k.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+		_, err := k.CoreV1().Pods(podNS).Get(context.Background(), pod, metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
-	if _, err := k.CoreV1().ConfigMaps(ns).Get(context.Background(), pod, metav1.GetOptions{}); err != nil {
+	if _, err := k.CoreV1().ConfigMaps(podNS).Get(context.Background(), pod, metav1.GetOptions{}); err != nil {
 		t.Fatalf("build ConfigMap: %v", err)
+	}
+	copies, err := k.CoreV1().Secrets(podNS).List(context.Background(), metav1.ListOptions{LabelSelector: buildahpod.JobNamespaceLabel + "=" + ns})
+	if err != nil || len(copies.Items) != 1 || !strings.Contains(string(copies.Items[0].Data[corev1.DockerConfigJsonKey]), "base.example") {
+		t.Fatalf("the pull Secret's copy in %s: %v (err %v)", podNS, copies, err)
 	}
 
 	// A merge patch, as kubectl patch sends: no resourceVersion, so the
@@ -442,15 +546,16 @@ func TestDeployRBACBuildahpodBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForJobPhase(t, c, ns, job, v1alpha1.JobCancelled)
-	waitFor(t, "build pod and ConfigMap deleted", func() (bool, string) {
-		_, perr := k.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
-		_, cerr := k.CoreV1().ConfigMaps(ns).Get(context.Background(), pod, metav1.GetOptions{})
-		return apierrors.IsNotFound(perr) && apierrors.IsNotFound(cerr), fmt.Sprint(perr, cerr)
+	waitFor(t, "build pod, ConfigMap and pull Secret copy deleted", func() (bool, string) {
+		_, perr := k.CoreV1().Pods(podNS).Get(context.Background(), pod, metav1.GetOptions{})
+		_, cerr := k.CoreV1().ConfigMaps(podNS).Get(context.Background(), pod, metav1.GetOptions{})
+		_, serr := k.CoreV1().Secrets(podNS).Get(context.Background(), copies.Items[0].Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(perr) && apierrors.IsNotFound(cerr) && apierrors.IsNotFound(serr), fmt.Sprint(perr, cerr, serr)
 	})
 	if f := in.forbidden(); len(f) > 0 {
 		t.Fatalf("forbidden requests: %v", f)
 	}
-	for _, want := range []string{"/pods", "/configmaps"} {
+	for _, want := range []string{"/namespaces/" + buildNamespace + "/pods", "/namespaces/" + buildNamespace + "/configmaps", "/namespaces/" + buildNamespace + "/secrets"} {
 		if len(in.find(func(r request) bool { return r.method == "POST" && strings.HasSuffix(r.path, want) && r.code == 201 })) == 0 {
 			t.Errorf("the controller did not create %s", want)
 		}
