@@ -44,7 +44,7 @@ var backends = []struct {
 			c, _ := p.StartPodController(tb, ns, cfg, nil)
 			return c
 		}, WaitStopped: func(t *testing.T, ns string, job *v1alpha1.ImageSpecJob) {
-			waitPodGone(t, p, ns, buildahpod.PodName(job.Name))
+			waitPodGone(t, p, ns, job.Name)
 		}}
 	}},
 }

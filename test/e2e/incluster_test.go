@@ -14,11 +14,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
-	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/test/framework/controlplane"
 	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 )
@@ -110,8 +111,9 @@ func TestInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Controller{Clients: clients}
+	// The tenant's namespace holds nothing of the controller's: the
+	// builder's pull Secret is in the build namespace (startPodEnv).
 	ns := NewNamespace(t)
-	p.createDockerSecret(t, ns, builderPullSecret, env.Registry.AuthFile)
 
 	// The leader is deleted while its build runs: the other replica takes
 	// the Lease and finishes the same build pod; nothing starts twice.
@@ -120,8 +122,8 @@ func TestInCluster(t *testing.T) {
 		Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}},
 	})
 	running := runningJob(t, c, ns, "handover", "", index)
-	podName := buildahpod.PodName(running.Name)
-	before, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	podNS, podName := p.BuildPod(ns, running.Name)
+	before, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func TestInCluster(t *testing.T) {
 	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest || !strings.HasPrefix(info.Digest, "sha256:") {
 		t.Errorf("registry has digest %s, status says %s", info.Digest, job.Status.Digest)
 	}
-	after, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	after, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil || after.UID != before.UID {
 		t.Errorf("build pod %s: UID %s before the handover, %v after (err %v): the build was started again", podName, before.UID, uidOf(after), err)
 	}
@@ -185,6 +187,13 @@ func TestInCluster(t *testing.T) {
 		if !strings.Contains(string(logs), want) {
 			t.Errorf("the new leader's log lacks %q:\n%s", want, logs)
 		}
+	}
+	// The push credentials live in the build namespace only.
+	if _, err := p.Kube.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("push Secret in the ImageSpec's namespace: %v, want none", err)
+	}
+	if _, err := p.Kube.CoreV1().Secrets(p.BuildNamespace).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{}); err != nil {
+		t.Errorf("push Secret in the build namespace %s: %v", p.BuildNamespace, err)
 	}
 	scanControllerPods(ctx, t, env, c, ns, p)
 }

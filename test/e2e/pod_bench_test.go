@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
-	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 )
 
 // The same spec through both backends in one run, from ImageSpec creation
@@ -48,7 +47,8 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 			b.StopTimer()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			pod, err := p.Kube.CoreV1().Pods(nsPod).Get(ctx, buildahpod.PodName(job.Name), metav1.GetOptions{})
+			podNS, podName := p.BuildPod(nsPod, job.Name)
+			pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -56,7 +56,7 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 	if info.User != "app" {
 		t.Errorf("config user %q, want the base image's user app", info.User)
 	}
-	podName := buildahpod.PodName(job.Name)
+	podNS, podName := p.BuildPod(ns, job.Name)
 	if job.Status.PodName != podName {
 		t.Errorf("status.podName %q, want %q", job.Status.PodName, podName)
 	}
@@ -66,7 +66,7 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	logs, err := env.ControlPlane.Kubectl(ctx, "logs", "-n", ns, podName)
+	logs, err := env.ControlPlane.Kubectl(ctx, "logs", "-n", podNS, podName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,12 +75,14 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 			t.Errorf("kubectl logs lacks %q:\n%s", want, logs)
 		}
 	}
-	pod, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != job.UID {
-		t.Errorf("pod controller %+v, want job %s", ref, job.UID)
+	// In the build namespace the job cannot own its pod: labels name it.
+	if ref := metav1.GetControllerOf(pod); ref != nil || pod.Labels[buildahpod.JobUIDLabel] != string(job.UID) ||
+		pod.Labels[buildahpod.JobNamespaceLabel] != ns || pod.Annotations[buildahpod.JobNameAnnotation] != job.Name || podNS != p.BuildNamespace {
+		t.Errorf("pod %s/%s: controller %+v, labels %v, annotations %v; want no owner, job %s/%s (uid %s) named by labels and annotation", podNS, pod.Name, ref, pod.Labels, pod.Annotations, ns, job.Name, job.UID)
 	}
 	// apt, pip and the push went over the pod network, as shipped.
 	if _, subnet, _ := net.ParseCIDR(p.Node.PodSubnet); pod.Spec.HostNetwork || subnet == nil || !subnet.Contains(net.ParseIP(pod.Status.PodIP)) {
@@ -89,7 +91,7 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 	if pod.Labels[controller.ManagedByLabel] != controller.ComponentName || pod.Labels[controller.ImageSpecLabel] != "tools" {
 		t.Errorf("pod labels %v", pod.Labels)
 	}
-	cm, err := p.Kube.CoreV1().ConfigMaps(ns).Get(ctx, podName, metav1.GetOptions{})
+	cm, err := p.Kube.CoreV1().ConfigMaps(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,25 +196,27 @@ func hangingIndexOptions(index *hangingIndex) func(*app.Options) {
 	}
 }
 
-func requirePodGone(t *testing.T, p *PodEnv, ns, name string) {
+func requirePodGone(t *testing.T, p *PodEnv, ns, job string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := p.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("pod %s after its job stopped: %v", name, err)
+	podNS, name := p.BuildPod(ns, job)
+	if _, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod %s/%s after its job stopped: %v", podNS, name, err)
 	}
-	if _, err := p.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("ConfigMap %s after its job stopped: %v", name, err)
+	if _, err := p.Kube.CoreV1().ConfigMaps(podNS).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap %s/%s after its job stopped: %v", podNS, name, err)
 	}
 }
 
 // waitPodGone waits up to a minute for the build pod and its ConfigMap to
 // be gone.
-func waitPodGone(t *testing.T, p *PodEnv, ns, name string) {
+func waitPodGone(t *testing.T, p *PodEnv, ns, job string) {
 	t.Helper()
+	podNS, name := p.BuildPod(ns, job)
 	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
-		_, errPod := p.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		_, errCM := p.Kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		_, errPod := p.Kube.CoreV1().Pods(podNS).Get(ctx, name, metav1.GetOptions{})
+		_, errCM := p.Kube.CoreV1().ConfigMaps(podNS).Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(errPod) && apierrors.IsNotFound(errCM), fmt.Sprintf("pod %s: %v; ConfigMap: %v", name, errPod, errCM)
 	})
 }
@@ -237,7 +241,7 @@ func testPodCancelMidBuild(t *testing.T, p *PodEnv) {
 	if job.Status.Phase != v1alpha1.JobCancelled || job.Status.Reason != v1alpha1.ReasonCancelled {
 		t.Fatalf("job %s: %s/%s, want Cancelled: %s", job.Name, job.Status.Phase, job.Status.Reason, job.Status.Message)
 	}
-	requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
+	requirePodGone(t, p, ns, job.Name)
 	// Had the build survived, the released index would let it finish.
 	index.Release()
 	time.Sleep(3 * time.Second)
@@ -271,7 +275,7 @@ func testPodSpecUpdateSupersedes(t *testing.T, p *PodEnv) {
 	if old.Status.Phase != v1alpha1.JobCancelled || old.Status.Reason != v1alpha1.ReasonSuperseded {
 		t.Errorf("first job %s: %s/%s, want Cancelled/Superseded", old.Name, old.Status.Phase, old.Status.Reason)
 	}
-	requirePodGone(t, p, ns, buildahpod.PodName(first.Name))
+	requirePodGone(t, p, ns, first.Name)
 	if TagExists(t, env.Registry, first.Spec.TargetImage) {
 		t.Errorf("%s was pushed by a superseded build", first.Spec.TargetImage)
 	}
@@ -332,14 +336,17 @@ func testPodNoSchedulableNode(t *testing.T, p *PodEnv) {
 	if job.Status.StartTime != nil || !strings.Contains(job.Status.Message, "never started running") {
 		t.Errorf("start time %v, message %q: the time Pending must count", job.Status.StartTime, job.Status.Message)
 	}
-	requirePodGone(t, p, ns, buildahpod.PodName(job.Name))
+	requirePodGone(t, p, ns, job.Name)
 }
 
 // --builder-host-network stays a working option: the build pod runs in
-// the node's network namespace and builds and pushes the same.
+// the node's network namespace and builds and pushes the same (in a build
+// namespace at Pod Security privileged).
 func testPodHostNetwork(t *testing.T, p *PodEnv) {
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
+	// Pod Security baseline, as shipped, refuses host namespaces.
+	p = p.privileged(t)
 	c, _ := p.StartPodController(t, ns, ControllerConfig{}, func(o *buildahpod.Options) { o.HostNetwork = true })
 	createSpec(t, c, ns, "hostnet", v1alpha1.ImageSpecSpec{
 		BaseImage: env.BaseImage,
@@ -352,7 +359,8 @@ func testPodHostNetwork(t *testing.T, p *PodEnv) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pod, err := p.Kube.CoreV1().Pods(ns).Get(ctx, buildahpod.PodName(job.Name), metav1.GetOptions{})
+	podNS, podName := p.BuildPod(ns, job.Name)
+	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -28,6 +30,9 @@ const builderPullSecret = "builder-pull"
 // builder image (Debian buildah) in the shared registry.
 type PodEnv struct {
 	Node *node.Node
+	// BuildNamespace holds the build pods, the push Secret and the
+	// builder's pull Secret, as --build-namespace in artifacts/deploy.
+	BuildNamespace string
 	// Builder is the builder image's reference in SharedEnv().Registry.
 	Builder string
 	Kube    kubernetes.Interface
@@ -72,7 +77,47 @@ func startPodEnv(tb testing.TB, nodeCredentials bool) *PodEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &PodEnv{Node: n, Builder: builder, Kube: kube}
+	p := &PodEnv{Node: n, Builder: builder, Kube: kube}
+	// As shipped: the builds' namespace enforces Pod Security baseline.
+	return p.withBuildNamespace(tb, podBuildNamespace, "baseline")
+}
+
+// podBuildNamespace is the shipped build namespace.
+const podBuildNamespace = "imagespec-builds"
+
+// withBuildNamespace is p building in namespace name, which enforces the
+// Pod Security level and holds the builder's pull Secret.
+func (p *PodEnv) withBuildNamespace(tb testing.TB, name, level string) *PodEnv {
+	tb.Helper()
+	env := SharedEnv(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := env.ControlPlane.CreateNamespace(ctx, name); err != nil {
+		tb.Fatal(err)
+	}
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":%q}}}`, level)
+	if _, err := p.Kube.CoreV1().Namespaces().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.Kube.CoreV1().Secrets(name).Get(ctx, builderPullSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		p.createDockerSecret(tb, name, builderPullSecret, env.Registry.AuthFile)
+	}
+	c := *p
+	c.BuildNamespace = name
+	return &c
+}
+
+// privileged is p building in a namespace that admits host namespaces and
+// hostPath volumes (--builder-host-network, --builder-cache-host-path),
+// which baseline refuses.
+func (p *PodEnv) privileged(tb testing.TB) *PodEnv {
+	return p.withBuildNamespace(tb, podBuildNamespace+"-privileged", "privileged")
+}
+
+// BuildPod is the namespace and name of the build pod (and ConfigMap) of
+// job in namespace ns.
+func (p *PodEnv) BuildPod(ns, job string) (podNS, podName string) {
+	return buildahpod.PodRef(p.BuildNamespace, ns, job)
 }
 
 // PodOptions are the backend options the tests use: the test builder
@@ -105,14 +150,12 @@ func (p *PodEnv) StartPodController(tb testing.TB, namespace string, cfg Control
 		settings = *cfg.Settings
 	}
 	opts := env.DefaultOptions(namespace, settings)
+	opts.Controller.PushSecretNamespace = p.BuildNamespace
 	if cfg.Tweak != nil {
 		cfg.Tweak(&opts)
 	}
-	// A second controller in the namespace (a restart) finds it there.
-	if _, err := p.Kube.CoreV1().Secrets(namespace).Get(context.Background(), builderPullSecret, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		p.createDockerSecret(tb, namespace, builderPullSecret, env.Registry.AuthFile)
-	}
 	bopts := p.PodOptions(tb, opts.Controller.BuildTimeout)
+	bopts.BuildNamespace, bopts.WatchNamespace = p.BuildNamespace, namespace
 	if tweak != nil {
 		tweak(&bopts)
 	}

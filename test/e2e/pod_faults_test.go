@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
-	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 )
 
 // Faults a real cluster has, each in the middle of a pod build: the
@@ -37,8 +36,8 @@ func TestBuildahPodFaults(t *testing.T) {
 				Packages:  v1alpha1.Packages{Pip: []string{"e2e-hello"}},
 			})
 			job := runningJob(t, c, ns, "steady", "", index)
-			podName := buildahpod.PodName(job.Name)
-			pod, err := p.Kube.CoreV1().Pods(ns).Get(context.Background(), podName, metav1.GetOptions{})
+			podNS, podName := p.BuildPod(ns, job.Name)
+			pod, err := p.Kube.CoreV1().Pods(podNS).Get(context.Background(), podName, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +56,7 @@ func TestBuildahPodFaults(t *testing.T) {
 			if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
 				t.Errorf("registry has %s, status says %s", info.Digest, job.Status.Digest)
 			}
-			after, err := p.Kube.CoreV1().Pods(ns).Get(context.Background(), podName, metav1.GetOptions{})
+			after, err := p.Kube.CoreV1().Pods(podNS).Get(context.Background(), podName, metav1.GetOptions{})
 			if err != nil || after.UID != pod.UID {
 				t.Errorf("build pod %s: UID %s before, %v after (err %v): the build was started again", podName, pod.UID, uidOf(after), err)
 			}

@@ -42,8 +42,8 @@ func testPodRestartKeepsThePod(t *testing.T, p *PodEnv) {
 	job := runningJob(t, first, ns, "restart", "", index)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	podName := buildahpod.PodName(job.Name)
-	pod, err := p.Kube.CoreV1().Pods(ns).Get(ctx, podName, metav1.GetOptions{})
+	podNS, podName := p.BuildPod(ns, job.Name)
+	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func testPodRestartKeepsThePod(t *testing.T, p *PodEnv) {
 	if done.Name != job.Name {
 		t.Errorf("the restart made job %s; want %s finished", done.Name, job.Name)
 	}
-	pods, err := p.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: controller.ManagedSelector()})
+	pods, err := p.Kube.CoreV1().Pods(podNS).List(ctx, metav1.ListOptions{LabelSelector: controller.ManagedSelector() + "," + buildahpod.JobNamespaceLabel + "=" + ns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +101,8 @@ func testPodActiveDeadline(t *testing.T, p *PodEnv) {
 // With a host path cache, the base image and the apt layer of one build
 // are there for the next: adding a pip package reuses the apt step.
 func testPodHostPathCache(t *testing.T, p *PodEnv) {
+	// Pod Security baseline, as shipped, refuses hostPath volumes.
+	p = p.privileged(t)
 	env := SharedEnv(t)
 	ns := NewNamespace(t)
 	dir := t.TempDir()
@@ -116,7 +118,8 @@ func testPodHostPathCache(t *testing.T, p *PodEnv) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	logs, err := env.ControlPlane.Kubectl(ctx, "logs", "-n", ns, buildahpod.PodName(second.Name))
+	secondNS, secondPod := p.BuildPod(ns, second.Name)
+	logs, err := env.ControlPlane.Kubectl(ctx, "logs", "-n", secondNS, secondPod)
 	if err != nil {
 		t.Fatal(err)
 	}
