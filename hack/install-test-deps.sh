@@ -11,6 +11,7 @@ buildah
 runc
 containerd
 containernetworking-plugins
+iptables
 uidmap
 debootstrap
 busybox-static

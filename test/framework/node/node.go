@@ -673,7 +673,7 @@ func freePort() (int, error) {
 // EnsureTools installs what the node runs (containerd, runc, ctr, the CNI
 // plugins) through hack/install-test-deps.sh when something is missing.
 func EnsureTools(ctx context.Context) error {
-	if err := registry.EnsureTools(ctx, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "ip"); err != nil {
+	if err := registry.EnsureTools(ctx, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "ip", "iptables", "iptables-restore"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(cniBinDir, "bridge")); err == nil {
