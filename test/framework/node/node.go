@@ -670,7 +670,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// EnsureTools installs what the node runs (containerd, runc, ctr, the CNI
+// EnsureTools installs what the node runs (containerd, runc, ctr, iptables, the CNI
 // plugins) through hack/install-test-deps.sh when something is missing.
 func EnsureTools(ctx context.Context) error {
 	if err := registry.EnsureTools(ctx, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "ip", "iptables", "iptables-restore"); err != nil {
