@@ -1,14 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
+	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
 
 // Backend is one way the controller builds, as a scenario sees it: a
@@ -59,6 +66,7 @@ var scenarios = []struct {
 	{"DeleteSpecStopsBuild", testDeleteSpecStopsBuild},
 	{"DeleteNamespaceStopsBuilds", testDeleteNamespaceStopsBuilds},
 	{"RepositoryLayouts", testRepositoryLayouts},
+	{"PrivateBaseImage", testPrivateBaseImage},
 }
 
 // TestBackends runs each scenario against each backend:
@@ -174,4 +182,58 @@ func testRepositoryLayouts(t *testing.T, b Backend) {
 	if !strings.HasPrefix(job.Status.Image, prefix+":app-") || !TagExists(t, env.Registry, job.Status.Image) {
 		t.Errorf("single layout: status.image %q (pushed: %v), want %s:app-<tag>", job.Status.Image, TagExists(t, env.Registry, job.Status.Image), prefix)
 	}
+}
+
+// A base image in a registry only the ImageSpec's pull Secret opens, the
+// Secret in the legacy .dockercfg form: both backends read it through
+// pkg/credentials and build on exactly that base; the same Secret on a
+// spec whose base is in the target registry still pulls with the push
+// credentials under it; without the Secret the pull fails.
+func testPrivateBaseImage(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	// On the host address, so build pods reach it too.
+	r := startRegistry(t, registry.Options{Address: env.HostIP})
+	base, baseDigest := pushBase(t, r, "private/debian-python:1")
+	c := b.Start(t, ns, ControllerConfig{})
+	entry, err := json.Marshal(map[string]map[string]string{r.Host: {
+		"auth": base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "private-pull", Namespace: ns},
+		Type:       corev1.SecretTypeDockercfg,
+		Data:       map[string][]byte{corev1.DockerConfigKey: entry},
+	}
+	if _, err := c.Clients.Kube.CoreV1().Secrets(ns).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, base, pullSecret string
+		phase                  v1alpha1.ImageSpecJobPhase
+		reason                 string
+	}{
+		{"private", base, "private-pull", v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded},
+		{"target-registry", env.BaseImage, "private-pull", v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded},
+		{"no-secret", base, "", v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed},
+	} {
+		createSpec(t, c, ns, tc.name, v1alpha1.ImageSpecSpec{
+			BaseImage:  tc.base,
+			PullSecret: tc.pullSecret,
+			Packages:   v1alpha1.Packages{Pip: []string{"e2e-third"}},
+		})
+		job := WaitJob(t, c, ns, tc.name, "", buildTimeout)
+		requireBuiltBy(t, job, b.Name, tc.phase, tc.reason)
+		if tc.name == "private" && job.Status.BaseImageDigest != baseDigest {
+			t.Errorf("base image digest %q, want %q", job.Status.BaseImageDigest, baseDigest)
+		}
+		if tc.phase == v1alpha1.JobSucceeded {
+			if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
+				t.Errorf("%s: registry has %s, status says %s", tc.name, info.Digest, job.Status.Digest)
+			}
+		}
+	}
+	env.ScanSecrets(t, c, ns, nil, RegistryCredential(r), RegistryCredential(env.Registry))
 }

@@ -103,39 +103,6 @@ func TestInprocessJSONKeyCredentials(t *testing.T) {
 	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, secretscan.Credential{User: "_json_key", Password: keyfile})
 }
 
-// A base image in a registry only its pull Secret opens: with the Secret
-// the build succeeds on exactly that base; without it the pull fails.
-func TestInprocessPrivateBaseImage(t *testing.T) {
-	env := SharedEnv(t)
-	ns := NewNamespace(t)
-	r := startRegistry(t, registry.Options{})
-	base, baseDigest := pushBase(t, r, "private/debian-python:1")
-	c, be := StartInprocessController(t, ns, ControllerConfig{})
-	createDockerSecret(t, c, ns, "private-pull", r.AuthFile)
-
-	createSpec(t, c, ns, "private", v1alpha1.ImageSpecSpec{
-		BaseImage:  base,
-		PullSecret: "private-pull",
-		Packages:   v1alpha1.Packages{Pip: []string{"e2e-third"}},
-	})
-	job := WaitJob(t, c, ns, "private", "", buildTimeout)
-	requirePhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
-	if job.Status.BaseImageDigest != baseDigest {
-		t.Errorf("base image digest %q, want %q", job.Status.BaseImageDigest, baseDigest)
-	}
-	if info := env.Inspect(t, env.Registry, job.Status.Image); info.Digest != job.Status.Digest {
-		t.Errorf("registry has %s, status says %s", info.Digest, job.Status.Digest)
-	}
-
-	createSpec(t, c, ns, "no-secret", v1alpha1.ImageSpecSpec{
-		BaseImage: base,
-		Packages:  v1alpha1.Packages{Pip: []string{"e2e-third"}},
-	})
-	job = WaitJob(t, c, ns, "no-secret", "", buildTimeout)
-	requirePhase(t, job, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
-	env.ScanSecrets(t, c, ns, []string{be.LogPath(ns, job.Name)}, RegistryCredential(r), RegistryCredential(env.Registry))
-}
-
 // TLS is verified unless a registry is listed as insecure, and nothing
 // falls back silently: a registry with a CA the backend does not trust
 // fails the pull; listed in InsecureRegistries, the same pull works.

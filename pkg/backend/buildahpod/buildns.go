@@ -67,9 +67,11 @@ func (b *Backend) pullSecretName(job *v1alpha1.ImageSpecJob) string {
 }
 
 // copyPullSecret writes the job's pull Secret, read from the job's own
-// namespace only, into the build namespace as a dockerconfigjson Secret
-// for this build. A legacy dockercfg Secret is converted on the way, as
-// the inprocess backend reads it.
+// namespace only, merged over the push credentials, into the build
+// namespace as a dockerconfigjson Secret for this build. A legacy
+// dockercfg Secret is converted on the way. Both go through
+// pkg/credentials, as in the inprocess backend, so a spec pulls the same
+// on both.
 func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, bool, error) {
 	if job.Spec.PullSecret == "" || b.opts.BuildNamespace == "" {
 		return backend.Status{}, false, nil
@@ -88,11 +90,21 @@ func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob
 		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBaseImagePullFailed,
 			Message: "The pull Secret: " + err.Error()}, true, nil
 	}
+	ns, pod := b.podRef(job)
+	// As the inprocess backend pulls: the push credentials with the pull
+	// Secret's entries on top, so a base image in the target registry
+	// still pulls when the pull Secret is for another registry.
+	if job.Spec.PushSecret != "" {
+		push, err := credentials.Read(ctx, b.kube, ns, job.Spec.PushSecret)
+		if err != nil {
+			return backend.Status{}, false, err
+		}
+		auths = credentials.Merged(push, auths)
+	}
 	data, err := auths.ConfigJSON()
 	if err != nil {
 		return backend.Status{}, false, err
 	}
-	ns, pod := b.podRef(job)
 	name := pullCopyName(pod)
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels(job), Annotations: jobAnnotations(job)},

@@ -532,7 +532,9 @@ func TestBuildNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if copied.Type != corev1.SecretTypeDockerConfigJson || !strings.Contains(string(copied.Data[corev1.DockerConfigJsonKey]), `"auths":{"base.example.com"`) {
+	// The pull Secret's entries over the push credentials, as inprocess pulls.
+	if copied.Type != corev1.SecretTypeDockerConfigJson || !strings.Contains(string(copied.Data[corev1.DockerConfigJsonKey]), `"auths":{"base.example.com"`) ||
+		!strings.Contains(string(copied.Data[corev1.DockerConfigJsonKey]), `"registry.example.com"`) {
 		t.Errorf("copy %s: %s", copied.Type, copied.Data)
 	}
 	select {
