@@ -472,38 +472,48 @@ func TestHistoryLimits(t *testing.T) {
 			names = append(names, j.Name)
 		}
 	}
-	withImage := spec.DeepCopy()
-	withImage.Status.Image = testPrefix + "/hist:hist-succeeded-0" // the oldest, still in use
-	objs[0] = withImage
-	f := newFixture(t, defaultOptions(), objs...)
-	f.syncSpec(withImage)
-	deleted := map[string]bool{}
-	for _, a := range f.writes() {
-		if a.GetVerb() == "delete" {
-			deleted[a.(core.DeleteAction).GetName()] = true
+	deletedBy := func(f *fixture) map[string]bool {
+		deleted := map[string]bool{}
+		for _, a := range f.writes() {
+			if a.GetVerb() == "delete" {
+				deleted[a.(core.DeleteAction).GetName()] = true
+			}
 		}
+		return deleted
 	}
-	// Keep the newest 2 of each, plus the job whose image is in use.
+	// status.image lags behind (the write of a newer success was lost to a
+	// conflict): it moves to the newest succeeded job, and the history is
+	// cut to the newest 2 of each kind.
+	lagging := spec.DeepCopy()
+	lagging.Status.Image = testPrefix + "/hist:hist-succeeded-0"
+	objs[0] = lagging
+	f := newFixture(t, defaultOptions(), objs...)
+	f.syncSpec(lagging)
+	deleted := deletedBy(f)
 	want := map[string]bool{
-		"hist-succeeded-1": true, "hist-succeeded-2": true, "hist-succeeded-3": true,
+		"hist-succeeded-0": true, "hist-succeeded-1": true, "hist-succeeded-2": true, "hist-succeeded-3": true,
 		"hist-failed-0": true, "hist-failed-1": true, "hist-failed-2": true, "hist-failed-3": true,
 	}
 	if fmt.Sprint(deleted) != fmt.Sprint(want) {
 		t.Fatalf("deleted %v, want %v", deleted, want)
 	}
-	// What stays: the job whose image is in use and the newest of each kind.
-	kept := map[string]bool{}
+	if st := statusUpdate[*v1alpha1.ImageSpec](t, f.writes(), "imagespecs").Status; st.Image != testPrefix+"/hist:hist-succeeded-5" {
+		t.Errorf("status.image %q, want the newest succeeded job's", st.Image)
+	}
+
+	// The job whose image is in use stays even past a limit of 0.
+	inUse := spec.DeepCopy()
+	inUse.Status.Image = testPrefix + "/hist:hist-succeeded-5"
+	objs[0] = inUse
+	opts := defaultOptions()
+	opts.SucceededHistoryLimit = 0
+	f = newFixture(t, opts, objs...)
+	f.syncSpec(inUse)
+	deleted = deletedBy(f)
 	for _, n := range names {
-		if !deleted[n] {
-			kept[n] = true
+		if strings.HasPrefix(n, "hist-succeeded-") && deleted[n] == (n == "hist-succeeded-5") {
+			t.Errorf("limit 0: %s deleted %v; want every succeeded job deleted but the one in use", n, deleted[n])
 		}
-	}
-	wantKept := map[string]bool{
-		"hist-succeeded-0": true, "hist-succeeded-4": true, "hist-succeeded-5": true,
-		"hist-failed-4": true, "hist-failed-5": true,
-	}
-	if fmt.Sprint(kept) != fmt.Sprint(wantKept) {
-		t.Fatalf("kept %v, want %v", kept, wantKept)
 	}
 }
 

@@ -246,9 +246,11 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded,
 			fmt.Sprintf("%s is built from the current spec", job.Status.Image), spec.Generation)
 	case v1alpha1.JobFailed, v1alpha1.JobCancelled:
+		keepNewestImage(status, jobs)
 		setCondition(&status.Conditions, v1alpha1.ConditionReady, metav1.ConditionFalse, job.Status.Reason,
 			fmt.Sprintf("job %s: %s", job.Name, job.Status.Message), spec.Generation)
 	default:
+		keepNewestImage(status, jobs)
 		reason := job.Status.Reason
 		if reason == "" {
 			reason = v1alpha1.ReasonQueued
@@ -266,6 +268,25 @@ func (c *Controller) syncImageSpec(ctx context.Context, key cache.ObjectName) er
 		logger.Error(err, "Pruning job history")
 	}
 	return c.updateSpecStatus(ctx, spec, status)
+}
+
+// keepNewestImage points status.image at the newest succeeded job while
+// the current one has not succeeded. The write that would have recorded a
+// job's success can be lost to a conflict with an edit that starts the
+// next revision, whose path writes no image; without this the ImageSpec
+// would name an older image, and history pruning would keep that older
+// job for it.
+func keepNewestImage(status *v1alpha1.ImageSpecStatus, jobs []*v1alpha1.ImageSpecJob) {
+	var newest *v1alpha1.ImageSpecJob
+	for _, j := range jobs {
+		if j.Status.Phase == v1alpha1.JobSucceeded && j.Status.Image != "" && j.DeletionTimestamp == nil && (newest == nil || newerThan(j, newest)) {
+			newest = j
+		}
+	}
+	if newest != nil {
+		status.Image = newest.Status.Image
+		status.PinnedImage = pinned(newest.Status.Image, newest.Status.Digest)
+	}
 }
 
 // needsNewAttempt: j, the newest attempt of spec's revision, failed or was
