@@ -38,7 +38,9 @@ import (
 	"time"
 
 	"github.com/containers/buildah"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -273,6 +275,21 @@ func NewNamespace(tb testing.TB) string {
 	if err := SharedEnv(tb).ControlPlane.CreateNamespace(ctx, name); err != nil {
 		tb.Fatal(err)
 	}
+	// Deleted when the test ends (kube-controller-manager empties it), so
+	// a later controller that watches every namespace, as TestInCluster's
+	// does, never builds what earlier tests left.
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cs, err := kubernetes.NewForConfig(SharedEnv(tb).ControlPlane.RESTConfig)
+		if err == nil {
+			err = cs.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+		}
+		// A test that deleted it itself finds it gone or terminating.
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			tb.Errorf("deleting namespace %s: %v", name, err)
+		}
+	})
 	return name
 }
 
