@@ -254,14 +254,15 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	// timeout: fail now, with the reason of the stage that needs it. The
 	// push Secret is in the pod's namespace; the pull Secret is always
 	// read from the job's own.
-	if st, done, err := b.checkSecret(ctx, ns, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push"); done || err != nil {
+	push, st, done, err := b.checkSecret(ctx, ns, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push")
+	if done || err != nil {
 		return st, err
 	}
 	if b.opts.BuildNamespace == "" {
-		if st, done, err := b.checkSecret(ctx, ns, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull"); done || err != nil {
+		if _, st, done, err := b.checkSecret(ctx, ns, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull"); done || err != nil {
 			return st, err
 		}
-	} else if st, done, err := b.copyPullSecret(ctx, job); done || err != nil {
+	} else if st, done, err := b.copyPullSecret(ctx, job, push); done || err != nil {
 		return st, err
 	}
 
@@ -323,25 +324,36 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	return classify(created), nil
 }
 
-// checkSecret reports a failed status when a referenced Secret is missing
-// or is not a docker config. Errors name the Secret, never its content.
-func (b *Backend) checkSecret(ctx context.Context, namespace, name, reason, use string) (backend.Status, bool, error) {
-	if name == "" {
-		return backend.Status{}, false, nil
-	}
+// getSecret reads a Secret the build needs; a missing one is a failed
+// status with reason (done). Errors name the Secret, never its content.
+func (b *Backend) getSecret(ctx context.Context, namespace, name, reason, use string) (_ *corev1.Secret, _ backend.Status, done bool, _ error) {
 	s, err := b.kube.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
+		return nil, backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
 			Message: fmt.Sprintf("The %s Secret %s/%s does not exist", use, namespace, name)}, true, nil
 	}
 	if err != nil {
-		return backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, namespace, name, err)
+		return nil, backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, namespace, name, err)
+	}
+	return s, backend.Status{}, false, nil
+}
+
+// checkSecret reads a referenced Secret the pod mounts as it is, and
+// reports a failed status when it is missing or is not a docker config.
+// No name, no Secret.
+func (b *Backend) checkSecret(ctx context.Context, namespace, name, reason, use string) (*corev1.Secret, backend.Status, bool, error) {
+	if name == "" {
+		return nil, backend.Status{}, false, nil
+	}
+	s, st, done, err := b.getSecret(ctx, namespace, name, reason, use)
+	if done || err != nil {
+		return nil, st, done, err
 	}
 	if _, ok := s.Data[corev1.DockerConfigJsonKey]; !ok {
-		return backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
+		return nil, backend.Status{Phase: v1alpha1.JobFailed, Reason: reason,
 			Message: fmt.Sprintf("The %s Secret %s/%s has no %s key (want type %s)", use, namespace, name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)}, true, nil
 	}
-	return backend.Status{}, false, nil
+	return s, backend.Status{}, false, nil
 }
 
 // maxLogBytes bounds what is read of a pod's log; status keeps 4 KiB.
@@ -457,25 +469,39 @@ func (b *Backend) Cancel(ctx context.Context, job *v1alpha1.ImageSpecJob) error 
 
 func (b *Backend) deleteConfigMap(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
 	ns, name := b.podRef(job)
+	return deleteJobObject(ctx, b.kube.CoreV1().ConfigMaps(ns), "ConfigMap", ns, name, job)
+}
+
+// getDeleter is the part of a typed client deleteJobObject uses.
+type getDeleter[T metav1.Object] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+}
+
+// deleteJobObject deletes the job's object (kind, in namespace ns) of
+// that name, unless it is another job's. A job known by name only (it was
+// deleted) takes whatever has the name.
+func deleteJobObject[T metav1.Object](ctx context.Context, c getDeleter[T], kind, ns, name string, job *v1alpha1.ImageSpecJob) error {
 	opts := metav1.DeleteOptions{}
 	if job.UID != "" {
-		// From the API server: the cache may lag behind a ConfigMap made
-		// a moment ago.
-		cm, err := b.kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		// From the API server: the cache may lag behind an object made a
+		// moment ago.
+		obj, err := c.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if !ownedBy(cm, job) {
+		if !ownedBy(obj, job) {
 			return nil
 		}
-		opts.Preconditions = &metav1.Preconditions{UID: &cm.UID}
+		uid := obj.GetUID()
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
-	err := b.kube.CoreV1().ConfigMaps(ns).Delete(ctx, name, opts)
+	err := c.Delete(ctx, name, opts)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting ConfigMap %s/%s: %w", ns, name, err)
+		return fmt.Errorf("deleting %s %s/%s: %w", kind, ns, name, err)
 	}
 	return nil
 }

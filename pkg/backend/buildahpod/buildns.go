@@ -72,17 +72,13 @@ func (b *Backend) pullSecretName(job *v1alpha1.ImageSpecJob) string {
 // dockercfg Secret is converted on the way. Both go through
 // pkg/credentials, as in the inprocess backend, so a spec pulls the same
 // on both.
-func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, bool, error) {
+func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob, push *corev1.Secret) (backend.Status, bool, error) {
 	if job.Spec.PullSecret == "" || b.opts.BuildNamespace == "" {
 		return backend.Status{}, false, nil
 	}
-	src, err := b.kube.CoreV1().Secrets(job.Namespace).Get(ctx, job.Spec.PullSecret, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBaseImagePullFailed,
-			Message: fmt.Sprintf("The pull Secret %s/%s does not exist", job.Namespace, job.Spec.PullSecret)}, true, nil
-	}
-	if err != nil {
-		return backend.Status{}, false, fmt.Errorf("reading the pull Secret %s/%s: %w", job.Namespace, job.Spec.PullSecret, err)
+	src, st, done, err := b.getSecret(ctx, job.Namespace, job.Spec.PullSecret, v1alpha1.ReasonBaseImagePullFailed, "pull")
+	if done || err != nil {
+		return st, done, err
 	}
 	auths, err := credentials.Parse(src)
 	if err != nil {
@@ -90,17 +86,18 @@ func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob
 		return backend.Status{Phase: v1alpha1.JobFailed, Reason: v1alpha1.ReasonBaseImagePullFailed,
 			Message: "The pull Secret: " + err.Error()}, true, nil
 	}
-	ns, pod := b.podRef(job)
-	// As the inprocess backend pulls: the push credentials with the pull
-	// Secret's entries on top, so a base image in the target registry
-	// still pulls when the pull Secret is for another registry.
-	if job.Spec.PushSecret != "" {
-		push, err := credentials.Read(ctx, b.kube, ns, job.Spec.PushSecret)
+	// As the inprocess backend pulls: the push credentials (push, already
+	// read and checked) with the pull Secret's entries on top, so a base
+	// image in the target registry still pulls when the pull Secret is for
+	// another registry.
+	if push != nil {
+		pushAuths, err := credentials.Parse(push)
 		if err != nil {
 			return backend.Status{}, false, err
 		}
-		auths = credentials.Merged(push, auths)
+		auths = credentials.Merged(pushAuths, auths)
 	}
+	ns, pod := b.podRef(job)
 	data, err := auths.ConfigJSON()
 	if err != nil {
 		return backend.Status{}, false, err
@@ -119,8 +116,9 @@ func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob
 		}
 		if !ownedBy(existing, job) {
 			// An earlier job's of the same name: replaced on the retry.
-			if err := b.deleteSecret(ctx, existing); err != nil {
-				return backend.Status{}, false, err
+			err := b.kube.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &existing.UID}})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return backend.Status{}, false, fmt.Errorf("deleting Secret %s/%s: %w", ns, name, err)
 			}
 			return backend.Status{}, false, fmt.Errorf("Secret %s/%s was an earlier job's; deleted it, will retry", ns, name)
 		}
@@ -134,31 +132,13 @@ func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob
 	return backend.Status{}, false, nil
 }
 
-func (b *Backend) deleteSecret(ctx context.Context, s *corev1.Secret) error {
-	err := b.kube.CoreV1().Secrets(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &s.UID}})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting Secret %s/%s: %w", s.Namespace, s.Name, err)
-	}
-	return nil
-}
-
 // deletePullCopy removes the job's copy of its pull Secret.
 func (b *Backend) deletePullCopy(ctx context.Context, job *v1alpha1.ImageSpecJob) error {
 	if b.opts.BuildNamespace == "" {
 		return nil
 	}
 	ns, pod := b.podRef(job)
-	s, err := b.kube.CoreV1().Secrets(ns).Get(ctx, pullCopyName(pod), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if job.UID != "" && !ownedBy(s, job) {
-		return nil
-	}
-	return b.deleteSecret(ctx, s)
+	return deleteJobObject(ctx, b.kube.CoreV1().Secrets(ns), "Secret", ns, pullCopyName(pod), job)
 }
 
 // jobAnnotations name the job exactly, for objects that cannot carry an
