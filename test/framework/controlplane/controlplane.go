@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imagespec/imagespec-controller/test/framework/proc"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -270,7 +269,7 @@ func (cp *ControlPlane) Restart(ctx context.Context, withEtcd bool) error {
 		cp.mu.Lock()
 		cp.etcd = etcd
 		cp.mu.Unlock()
-		if err := waitHTTP(ctx, etcd, &http.Client{Timeout: 2 * time.Second}, cp.EtcdURL+"/health", 60*time.Second); err != nil {
+		if err := etcd.WaitHTTP(ctx, &http.Client{Timeout: 2 * time.Second}, cp.EtcdURL+"/health", 60*time.Second); err != nil {
 			return err
 		}
 	}
@@ -286,7 +285,7 @@ func (cp *ControlPlane) Restart(ctx context.Context, withEtcd bool) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	return waitHTTP(ctx, apiserver, client, cp.APIServerURL+"/readyz", 120*time.Second)
+	return apiserver.WaitHTTP(ctx, client, cp.APIServerURL+"/readyz", 120*time.Second)
 }
 
 // clientWithCert is an HTTP client that trusts the control plane's CA and
@@ -506,7 +505,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context) error {
 			return err
 		}
 		cp.etcd = p
-		err = waitHTTP(ctx, p, &http.Client{Timeout: 2 * time.Second}, clientURL+"/health", 60*time.Second)
+		err = p.WaitHTTP(ctx, &http.Client{Timeout: 2 * time.Second}, clientURL+"/health", 60*time.Second)
 		if err == nil {
 			cp.EtcdURL = clientURL
 			return nil
@@ -566,7 +565,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 			return err
 		}
 		cp.apiserver = p
-		err = waitHTTP(ctx, p, httpClient, url+"/readyz", 120*time.Second)
+		err = p.WaitHTTP(ctx, httpClient, url+"/readyz", 120*time.Second)
 		if err != nil {
 			if p.Exited() && isBindFailure(p) && attempt < bindAttempts {
 				cp.logf("kube-apiserver could not bind (attempt %d), retrying on another port", attempt)
@@ -594,39 +593,6 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context, extra []string) erro
 		UserAgent: "imagespec-controlplane",
 	}
 	return nil
-}
-
-// waitHTTP polls url until it answers 200, the process exits, or time runs out.
-func waitHTTP(ctx context.Context, p *process, client *http.Client, url string, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	var last string
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			body := make([]byte, 512)
-			n, _ := resp.Body.Read(body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body[:n])))
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-p.Done():
-			return p.ExitError()
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready at %s (last: %s): %w\n--- last lines of %s ---\n%s",
-				p.Name, url, last, ctx.Err(), p.LogPath, proc.LogTail(p.LogPath, 40))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // RemoveStaleWorkDirs deletes work dirs left by processes that died before

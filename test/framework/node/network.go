@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/imagespec/imagespec-controller/test/framework/proc"
 )
 
 // The pod network: pods get an address on the node's bridge, whose host
@@ -99,24 +97,7 @@ func (n *Node) startKubeProxy(ctx context.Context) error {
 		return err
 	}
 	n.kubeProxy = p
-	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz)
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := client.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if p.Exited() {
-			return fmt.Errorf("kube-proxy exited: %v\n%s", p.ExitError(), proc.LogTail(p.LogPath, 30))
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("kube-proxy not healthy at %s: %v\n%s", url, ctx.Err(), proc.LogTail(p.LogPath, 30))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return p.WaitHTTP(ctx, &http.Client{Timeout: time.Second}, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz), 60*time.Second)
 }
 
 // cleanupKubeProxy removes the iptables chains and rules kube-proxy wrote.

@@ -3,8 +3,10 @@
 package proc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -141,6 +143,40 @@ func (p *Process) Restart(grace time.Duration) (*Process, error) {
 // ExitError describes an unexpected exit, with the end of the log.
 func (p *Process) ExitError() error {
 	return fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.Name, p.waitErr, p.LogPath, LogTail(p.LogPath, 40))
+}
+
+// WaitHTTP polls url until it answers 200, the process exits, or limit
+// passes: how a server started here says it is ready.
+func (p *Process) WaitHTTP(ctx context.Context, client *http.Client, url string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			body := make([]byte, 512)
+			n, _ := resp.Body.Read(body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body[:n])))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-p.Done():
+			return p.ExitError()
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s (last: %s): %w\n--- last lines of %s ---\n%s",
+				p.Name, url, last, ctx.Err(), p.LogPath, LogTail(p.LogPath, 40))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // LogTail returns the last lines of a log file (at most its last 16 KiB).
