@@ -119,3 +119,53 @@ func TestTrustCertDir(t *testing.T) {
 		}
 	}
 }
+
+func TestPullScope(t *testing.T) {
+	shared, err := ParseShared([]string{"reg:5000/bases/", " hubteam ", ""})
+	if err != nil || len(shared) != 2 || shared[0] != "reg:5000/bases" || shared[1] != "docker.io/hubteam" {
+		t.Fatalf("ParseShared: %v %v", shared, err)
+	}
+	for _, bad := range []string{"reg:5000/bases:1", "reg:5000/Bases", "reg:5000/b@sha256:" + strings.Repeat("a", 64)} {
+		if _, err := ParseShared([]string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("ParseShared(%q): %v, want an error naming it", bad, err)
+		}
+	}
+	p := PullScope{Shared: shared}
+	const target = "reg:5000/e2e/app:0123456789ab"
+	for base, want := range map[string]bool{
+		"reg:5000/e2e/app:fedcba987654": true,  // its own earlier revision
+		"reg:5000/bases/python:3":       true,  // shared
+		"reg:5000/bases/deep/python:3":  true,  // under a shared prefix
+		"hubteam/python:3":              true,  // docker.io/hubteam is shared
+		"reg:5000/basesx/python:3":      false, // not on a path boundary
+		"reg:5000/e2e/victim:latest":    false, // another ImageSpec's
+		"python:3":                      false,
+	} {
+		if got := p.UsesPush(target, base); got != want {
+			t.Errorf("UsesPush(%s) = %v, want %v", base, got, want)
+		}
+	}
+	push, pull := Auths{"reg:5000": {Auth: "push"}}, Auths{"other:443": {Auth: "pull"}}
+	if a := p.Pull(target, "reg:5000/e2e/victim:latest", push, pull); len(a) != 1 || a["other:443"].Auth != "pull" {
+		t.Errorf("another tenant's base: %v, want the pull Secret's entries alone", a)
+	}
+	if a := p.Pull(target, "reg:5000/bases/python:3", push, pull); a["reg:5000"].Auth != "push" || a["other:443"].Auth != "pull" {
+		t.Errorf("shared base: %v, want both", a)
+	}
+	if a := p.Pull(target, "reg:5000/e2e/victim:latest", push, nil); len(a) != 0 {
+		t.Errorf("another tenant's base, no pull Secret: %v, want nothing (anonymous)", a)
+	}
+}
+
+func TestPullScopeExplain(t *testing.T) {
+	p := PullScope{Shared: []string{"reg:5000/bases"}}
+	const target = "reg:5000/e2e/app:0123456789ab"
+	if why := p.Explain(target, "reg:5000/e2e/victim:latest"); !strings.Contains(why, "spec.pullSecret") {
+		t.Errorf("another tenant's base: %q", why)
+	}
+	for _, base := range []string{"reg:5000/bases/python:3", "reg:5000/e2e/app:fedcba987654", "other:5000/x:1", "python:3"} {
+		if why := p.Explain(target, base); why != "" {
+			t.Errorf("%s: %q, want no explanation", base, why)
+		}
+	}
+}

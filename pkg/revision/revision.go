@@ -204,3 +204,54 @@ func (l Layout) Target(repoPrefix, namespace, name, tag string) (string, error) 
 	}
 	return "", fmt.Errorf("unknown repository layout %q", l)
 }
+
+// Owns reports whether image is one of the images of the ImageSpec whose
+// revision is pushed to target under l: another revision of the same
+// ImageSpec (prefix layout: the same repository; single layout: the same
+// repository and a tag of this ImageSpec's name, never a digest, which
+// would pick any image of the shared repository) or, in the namespaced
+// layout, any image of the same namespace. Both references are parsed the
+// way image references are normalized; anything unparsable is not owned.
+func (l Layout) Owns(target, image string) bool {
+	t, err := reference.ParseNormalizedNamed(target)
+	if err != nil {
+		return false
+	}
+	img, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return false
+	}
+	switch l {
+	case LayoutPrefix, "":
+		return img.Name() == t.Name()
+	case LayoutNamespaced:
+		i := strings.LastIndex(t.Name(), "/")
+		return i > 0 && strings.HasPrefix(img.Name(), t.Name()[:i+1])
+	case LayoutSingle:
+		tt, ok := t.(reference.Tagged)
+		it, itok := img.(reference.Tagged)
+		if _, pinned := img.(reference.Digested); pinned || !ok || !itok || img.Name() != t.Name() {
+			return false
+		}
+		name, ok := singleLayoutName(tt.Tag())
+		other, otherOK := singleLayoutName(it.Tag())
+		return ok && otherOK && name == other
+	}
+	return false
+}
+
+// singleLayoutName is the ImageSpec name in a single-layout tag
+// <name>-<TagLength hex digits>. The hex part has a fixed length, so the
+// name is exact: "a-b-<hex>" is ImageSpec a-b's, never a's.
+func singleLayoutName(tag string) (string, bool) {
+	i := len(tag) - TagLength - 1
+	if i < 1 || tag[i] != '-' {
+		return "", false
+	}
+	for _, c := range tag[i+1:] {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return "", false
+		}
+	}
+	return tag[:i], true
+}

@@ -249,3 +249,39 @@ func TestLayoutTarget(t *testing.T) {
 		t.Errorf("ParseLayout(Namespaced): %v, want an error listing the layouts", err)
 	}
 }
+
+// Owns decides which base images a build may pull with the push
+// credentials: nothing of another ImageSpec's (prefix, single) or another
+// namespace's (namespaced), whatever the spelling of the reference.
+func TestLayoutOwns(t *testing.T) {
+	const tag = "0123456789ab"
+	for _, c := range []struct {
+		layout        Layout
+		target, image string
+		want          bool
+	}{
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "reg:5000/team/app:fedcba987654", true},
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "reg:5000/team/app@sha256:" + strings.Repeat("a", 64), true},
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "reg:5000/team/other:" + tag, false},
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "reg:5000/team/app/sub:" + tag, false},
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "other:5000/team/app:" + tag, false},
+		{LayoutPrefix, "docker.io/team/app:" + tag, "team/app:latest", true},
+		{LayoutNamespaced, "reg:5000/p/ns-a/app:" + tag, "reg:5000/p/ns-a/sibling:1", true},
+		{LayoutNamespaced, "reg:5000/p/ns-a/app:" + tag, "reg:5000/p/ns-a/deep/er:1", true},
+		{LayoutNamespaced, "reg:5000/p/ns-a/app:" + tag, "reg:5000/p/ns-ab/app:1", false},
+		{LayoutNamespaced, "reg:5000/p/ns-a/app:" + tag, "reg:5000/p/ns-b/app:" + tag, false},
+		{LayoutNamespaced, "reg:5000/p/ns-a/app:" + tag, "reg:5000/p/ns-a:1", false},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/all:app-fedcba987654", true},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/all:app-b-" + tag, false},
+		{LayoutSingle, "reg:5000/all:app-b-" + tag, "reg:5000/all:app-" + tag, false},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/all:app-latest", false},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/all:app-" + tag + "@sha256:" + strings.Repeat("a", 64), false},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/all@sha256:" + strings.Repeat("a", 64), false},
+		{LayoutSingle, "reg:5000/all:app-" + tag, "reg:5000/other:app-" + tag, false},
+		{LayoutPrefix, "reg:5000/team/app:" + tag, "not a reference", false},
+	} {
+		if got := c.layout.Owns(c.target, c.image); got != c.want {
+			t.Errorf("%s: Owns(%s, %s) = %v, want %v", c.layout, c.target, c.image, got, c.want)
+		}
+	}
+}
