@@ -22,6 +22,10 @@ type Key struct {
 	// Secret are checked apart, so no tenant learns of an image through
 	// another tenant's credentials.
 	PullSecret string
+	// PushCredentials: the ImageSpecs may pull this base with the
+	// controller's own credentials (credentials.PullScope), as their
+	// builds do. Without it only the pull Secret, or nothing, is used.
+	PushCredentials bool
 }
 
 // Result of one check, as counted by the Checked callback.

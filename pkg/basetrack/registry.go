@@ -22,8 +22,9 @@ const UserAgent = "imagespec-controller/base-image-tracker"
 type RegistryCheck struct {
 	// Kube reads the pull Secrets keys name.
 	Kube kubernetes.Interface
-	// Own are the controller's credentials; a key's pull Secret entries
-	// go on top of them, as builds merge them.
+	// Own are the controller's credentials, used for keys with
+	// PushCredentials; a key's pull Secret entries go on top of them, as
+	// builds merge them.
 	Own credentials.Auths
 	// CertDir holds ca.crt trusted for every registry, or a certs.d tree
 	// of <host[:port]>/ca.crt. The system's CAs are trusted too.
@@ -42,7 +43,10 @@ func (r *RegistryCheck) Check(ctx context.Context, key Key) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("base image %q: %w", key.Image, err)
 	}
-	auths := r.Own
+	var auths credentials.Auths
+	if key.PushCredentials {
+		auths = r.Own
+	}
 	if key.PullSecret != "" {
 		ns, name, _ := strings.Cut(key.PullSecret, "/")
 		pull, err := credentials.Read(ctx, r.Kube, ns, name)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/containers/image/v5/docker/reference"
@@ -11,6 +12,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/basetrack"
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/metrics"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // BaseImageTracking configures base image tracking: the controller checks
@@ -76,6 +78,12 @@ func (c *Controller) baseKey(spec *v1alpha1.ImageSpec) (basetrack.Key, bool) {
 	key := basetrack.Key{Image: reference.TagNameOnly(named).String()}
 	if spec.Spec.PullSecret != "" {
 		key.PullSecret = spec.Namespace + "/" + spec.Spec.PullSecret
+	}
+	// Any revision's tag names the same owner: the tag only matters to
+	// the single layout, for the ImageSpec's name in it.
+	target, err := c.opts.Layout.Target(c.opts.Registry.RepoPrefix, spec.Namespace, spec.Name, strings.Repeat("0", revision.TagLength))
+	if err == nil {
+		key.PushCredentials = c.opts.PullScope().UsesPush(target, key.Image)
 	}
 	return key, true
 }

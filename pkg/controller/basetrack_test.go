@@ -163,3 +163,27 @@ func TestUntrackedSpecs(t *testing.T) {
 		t.Error("a tracker runs with --base-image-check-interval=0")
 	}
 }
+
+// Tracking checks a base the way builds pull it: with the controller's
+// credentials only for a shared repository or the spec's own images, so no
+// tenant learns of another's image through them.
+func TestBaseKeyPullScope(t *testing.T) {
+	opts := defaultOptions()
+	opts.SharedRepositories = []string{"registry.example.com/bases"}
+	opts.BaseImages = BaseImageTracking{Interval: time.Hour, Check: func(context.Context, basetrack.Key) (string, error) { return baseDigest1, nil }}
+	f := newFixture(t, opts)
+	for base, want := range map[string]bool{
+		"registry.example.com/bases/python:3":     true,
+		testPrefix + "/tracked:0123456789ab":      true, // its own earlier revision
+		testPrefix + "/other-tenant:latest":       false,
+		"registry.example.com/elsewhere/python:3": false,
+		trackedBase: false,
+	} {
+		s := trackedSpec("tracked", ptr.To(true))
+		s.Spec.BaseImage = base
+		k, ok := f.ctrl.baseKey(s)
+		if !ok || k.PushCredentials != want {
+			t.Errorf("%s: key %+v (tracked %v), want PushCredentials %v", base, k, ok, want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/basetrack"
 	"github.com/imagespec/imagespec-controller/pkg/config"
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	clientset "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned"
 	primehubscheme "github.com/imagespec/imagespec-controller/pkg/generated/clientset/versioned/scheme"
@@ -64,6 +65,10 @@ type Options struct {
 	// Layout names target images under Registry.RepoPrefix; zero is
 	// PrimeHub's <prefix>/<name>:<tag>.
 	Layout revision.Layout
+	// SharedRepositories are the repositories every ImageSpec may build
+	// on with the push credentials (credentials.PullScope); base image
+	// tracking checks bases the way builds pull them.
+	SharedRepositories []string
 	// PushSecretName is the Secret holding push credentials. The controller
 	// writes it into every namespace that builds, unless ExistingPushSecret.
 	PushSecretName string
@@ -94,6 +99,13 @@ type Options struct {
 	CancelTimeout time.Duration
 	// BaseImages configures base image tracking (off by default).
 	BaseImages BaseImageTracking
+}
+
+// PullScope is how builds pull base images under these options: the push
+// credentials only for an ImageSpec's own images and the shared
+// repositories. The backends take the same value.
+func (o Options) PullScope() credentials.PullScope {
+	return credentials.PullScope{Layout: o.Layout, Shared: o.SharedRepositories}
 }
 
 // Controller is the ImageSpec and ImageSpecJob controller.

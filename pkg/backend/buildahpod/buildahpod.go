@@ -198,6 +198,11 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		if st.Phase == v1alpha1.JobSucceeded {
 			st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
 		}
+		if st.Reason == v1alpha1.ReasonBaseImagePullFailed && !b.pullsWithPush(job) {
+			if why := b.opts.Pulls.Explain(job.Spec.TargetImage, job.Spec.BaseImage); why != "" {
+				st.Message = "Pulling the base image failed: " + why + "; " + st.Message
+			}
+		}
 		// Only a container that ran has a log; the pod stays until its job
 		// leaves the history.
 		if ctr := builderStatus(pod); st.Phase.IsFinal() && ctr != nil && ctr.State.Terminated != nil {

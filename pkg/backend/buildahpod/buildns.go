@@ -13,6 +13,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
@@ -66,10 +67,20 @@ func (b *Backend) pullSecretName(job *v1alpha1.ImageSpecJob) string {
 	return pullCopyName(name)
 }
 
+// pullsWithPush reports whether the job's base image is pulled with the
+// push credentials: always without a build namespace (PrimeHub's way, no
+// boundary), else only where the pull scope allows.
+func (b *Backend) pullsWithPush(job *v1alpha1.ImageSpecJob) bool {
+	if b.opts.BuildNamespace == "" {
+		return true
+	}
+	return b.opts.Pulls.UsesPush(job.Spec.TargetImage, dockerfile.Normalize(backend.JobInputs(job)).BaseImage)
+}
+
 // copyPullSecret writes the job's pull Secret, read from the job's own
-// namespace only, merged over the push credentials, into the build
-// namespace as a dockerconfigjson Secret for this build. A legacy
-// dockercfg Secret is converted on the way. Both go through
+// namespace only, into the build namespace as a dockerconfigjson Secret
+// for this build, over the push credentials where the pull scope allows.
+// A legacy dockercfg Secret is converted on the way. Both go through
 // pkg/credentials, as in the inprocess backend, so a spec pulls the same
 // on both.
 func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob, push *corev1.Secret) (backend.Status, bool, error) {
@@ -87,10 +98,10 @@ func (b *Backend) copyPullSecret(ctx context.Context, job *v1alpha1.ImageSpecJob
 			Message: "The pull Secret: " + err.Error()}, true, nil
 	}
 	// As the inprocess backend pulls: the push credentials (push, already
-	// read and checked) with the pull Secret's entries on top, so a base
-	// image in the target registry still pulls when the pull Secret is for
-	// another registry.
-	if push != nil {
+	// read and checked), where allowed, with the pull Secret's entries on
+	// top, so an own or shared base in the target registry still pulls
+	// when the pull Secret is for another registry.
+	if push != nil && b.pullsWithPush(job) {
 		pushAuths, err := credentials.Parse(push)
 		if err != nil {
 			return backend.Status{}, false, err

@@ -24,10 +24,14 @@
 //
 // Credentials reach the pod only as Secret volumes: spec.pushSecret at
 // /imagespec/push/auth.json and spec.pullSecret at /imagespec/pull/auth.json
-// (mode 0400), used with --authfile. The base image is pulled with the pull
-// Secret when the job has one and with the push Secret otherwise (bases
-// often live in the target registry). Nothing secret is in the pod's
-// environment, the ConfigMap, the status or the logs.
+// (mode 0400), used with --authfile. With a build namespace the pull
+// authfile is a per-build copy: the pull Secret's entries over the push
+// credentials where Options.Pulls allows them (the spec's own images,
+// shared repositories); without a pull Secret the push authfile where
+// allowed, else an anonymous pull. Without a build namespace, PrimeHub's
+// way: the pull Secret when the job has one, the push Secret otherwise.
+// Nothing secret is in the pod's environment, the ConfigMap, the status or
+// the logs.
 //
 // # Stages and status
 //

@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 )
 
 // DefaultBuilderImage is the upstream buildah image at a pinned version.
@@ -61,6 +63,12 @@ type Options struct {
 	// CancelWait bounds how long Cancel waits for a deleted pod to be gone
 	// (its containers stopped); 30s when zero.
 	CancelWait time.Duration
+	// Pulls says which base images are pulled with the push credentials
+	// (credentials.PullScope) when BuildNamespace is set; the zero value
+	// allows a spec's own images only. Without BuildNamespace the pod
+	// pulls as PrimeHub's did: with the pull Secret as it is, else with
+	// the push Secret.
+	Pulls credentials.PullScope
 	// Logf, when set, receives one line per build event; klog otherwise.
 	Logf func(format string, args ...any)
 }

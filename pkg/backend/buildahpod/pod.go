@@ -233,6 +233,8 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 	}
 	if pull := b.pullSecretName(job); pull != "" {
 		secretVolume("pull-auth", pull, pullAuthDir, "IMAGESPEC_PULL_AUTHFILE")
+	} else if job.Spec.PushSecret != "" && b.pullsWithPush(job) {
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_PULL_AUTHFILE", Value: pushAuthDir + "/" + authFileName})
 	}
 	if len(o.RegistryCAs) > 0 {
 		var items []corev1.KeyToPath

@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/names"
 )
@@ -496,7 +497,9 @@ func TestBuildNamespace(t *testing.T) {
 	}
 	push := dockerSecret("push-creds")
 	push.Namespace = "builds"
-	f := newFixture(t, Options{BuildNamespace: "builds"}, push, pull)
+	// The job's base is in a shared repository: its pull copy carries the
+	// push credentials too.
+	f := newFixture(t, Options{BuildNamespace: "builds", Pulls: credentials.PullScope{Shared: []string{"registry.example.com/base"}}}, push, pull)
 	ctx := context.Background()
 	job := testJob("myspec-abc123")
 
@@ -566,5 +569,66 @@ func TestBuildNamespace(t *testing.T) {
 	}
 	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonBaseImagePullFailed || !strings.Contains(st.Message, "team-b/pull-creds") {
 		t.Errorf("status %+v, want BaseImagePullFailed naming team-b/pull-creds", st)
+	}
+}
+
+func podEnv(t *testing.T, kube *fake.Clientset, ns, name string) map[string]string {
+	t.Helper()
+	pod, err := kube.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range pod.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	return env
+}
+
+// In a build namespace the push credentials pull only the spec's own
+// images and shared repositories: another tenant's image is pulled with
+// the pull Secret alone (the copy holds nothing else), or anonymously
+// (no pull authfile at all).
+func TestPullScopeInBuildNamespace(t *testing.T) {
+	pull := dockerSecret("pull-creds")
+	pull.Data = map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"base.example.com":{"username":"u","password":"p"}}}`)}
+	push := dockerSecret("push-creds")
+	push.Namespace = "builds"
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, base, pullSecret string
+		pullAuth               string // IMAGESPEC_PULL_AUTHFILE; "" unset
+		pushInCopy             bool
+	}{
+		{"own-revision", "registry.example.com/team/myspec:0123456789ab", "", pushAuthDir + "/auth.json", false},
+		{"shared", "registry.example.com/base/python:3", "", pushAuthDir + "/auth.json", false},
+		{"other-tenant", "registry.example.com/victim/app:latest", "", "", false},
+		{"other-tenant-pull-secret", "registry.example.com/victim/app:latest", "pull-creds", pullAuthDir + "/auth.json", false},
+		{"shared-pull-secret", "registry.example.com/base/python:3", "pull-creds", pullAuthDir + "/auth.json", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, Options{BuildNamespace: "builds", Pulls: credentials.PullScope{Shared: []string{"registry.example.com/base"}}}, push, pull)
+			job := testJob("myspec-abc123")
+			job.Spec.BaseImage, job.Spec.PullSecret = c.base, c.pullSecret
+			st, err := f.be.Ensure(ctx, job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := podEnv(t, f.kube, "builds", st.PodName)
+			if env["IMAGESPEC_PULL_AUTHFILE"] != c.pullAuth {
+				t.Errorf("IMAGESPEC_PULL_AUTHFILE=%q, want %q", env["IMAGESPEC_PULL_AUTHFILE"], c.pullAuth)
+			}
+			if c.pullSecret == "" {
+				return
+			}
+			copied, err := f.kube.CoreV1().Secrets("builds").Get(ctx, pullCopyName(st.PodName), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := string(copied.Data[corev1.DockerConfigJsonKey])
+			if !strings.Contains(data, "base.example.com") || strings.Contains(data, password) != c.pushInCopy {
+				t.Errorf("pull copy %s: push credentials in it %v, want %v", data, strings.Contains(data, password), c.pushInCopy)
+			}
+		})
 	}
 }

@@ -48,10 +48,10 @@ for v in IMAGESPEC_BASE_IMAGE IMAGESPEC_TARGET_IMAGE IMAGESPEC_DOCKERFILE_DIR; d
   fi
 done
 
+# The backend names the pull authfile (the pull Secret, or the push Secret
+# where the pull scope allows); without one the base is pulled anonymously.
 pull_auth=''
-if [ -f "${IMAGESPEC_PULL_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PULL_AUTHFILE
-elif [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PUSH_AUTHFILE
-fi
+if [ -f "${IMAGESPEC_PULL_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PULL_AUTHFILE; fi
 push_auth=''
 if [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then push_auth=$IMAGESPEC_PUSH_AUTHFILE; fi
 

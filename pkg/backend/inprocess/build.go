@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,9 +15,12 @@ import (
 	"github.com/containers/buildah/imagebuildah"
 	"github.com/containers/common/libimage"
 	"github.com/containers/common/pkg/config"
+	"github.com/containers/image/v5/docker"
+	"github.com/containers/image/v5/docker/reference"
 	is "github.com/containers/image/v5/storage"
 	"github.com/containers/image/v5/transports/alltransports"
 	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -163,8 +167,9 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 		return res, fail(v1alpha1.ReasonBackendError, "%v", err)
 	}
 
-	// Credentials. The base image often lives in the target registry, so
-	// pulls use the push credentials too, with the pull Secret's on top.
+	// Credentials. The push credentials reach every tenant's images, so
+	// pulls use them only where the pull scope allows (the spec's own
+	// images, shared bases), with the pull Secret's entries on top.
 	var push, pull credentials.Auths
 	if name := job.Spec.PushSecret; name != "" {
 		if push, err = credentials.Read(ctx, b.kube, job.Namespace, name); err != nil {
@@ -181,26 +186,29 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
 	}
-	pullAuth, err := writeAuthFile(tmp, "pull-auth.json", credentials.Merged(push, pull))
+	in := backend.JobInputs(job)
+	base := dockerfile.Normalize(in).BaseImage
+	pullAuth, err := writeAuthFile(tmp, "pull-auth.json", b.opts.Pulls.Pull(job.Spec.TargetImage, base, push, pull))
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBackendError, "writing an authfile: %v", err)
 	}
 	pullSC := b.systemContext(pullAuth)
 
 	// Base image: pulled first, since the Dockerfile needs its user.
-	in := backend.JobInputs(job)
-	base := dockerfile.Normalize(in).BaseImage
 	log.Printf("pulling base image %s", base)
 	t0 := time.Now()
 	baseID, err := b.pull(ctx, base, pullSC, log)
 	if err != nil {
+		if why := b.opts.Pulls.Explain(job.Spec.TargetImage, base); why != "" {
+			return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pulling base image %s: %s; %v", base, why, err)
+		}
 		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "pulling base image %s: %v", base, err)
 	}
 	img, err := b.store.Image(baseID)
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "base image %s: %v", base, err)
 	}
-	res.baseDigest = img.Digest.String()
+	res.baseDigest = b.pulledDigest(ctx, base, pullSC, img.Digest, img.Digests)
 	user, err := b.imageUser(ctx, baseID)
 	if err != nil {
 		return res, fail(v1alpha1.ReasonBaseImagePullFailed, "reading the config of base image %s: %v", base, err)
@@ -284,6 +292,34 @@ func (b *Backend) pull(ctx context.Context, name string, sc *types.SystemContext
 		return "", fmt.Errorf("no image pulled")
 	}
 	return imgs[0].ID(), nil
+}
+
+// pulledDigest is the registry's manifest digest of the base image just
+// pulled. An image that was already in the store (the shared store holds
+// what earlier builds made, and a spec may build on one) keeps its first
+// digest as primary, which need not be the registry's; the registry's,
+// read with one HEAD request, is then among all. Falls back to primary
+// when the tag moved in between.
+func (b *Backend) pulledDigest(ctx context.Context, base string, sc *types.SystemContext, primary digest.Digest, all []digest.Digest) string {
+	named, err := reference.ParseNormalizedNamed(base)
+	if err != nil {
+		return primary.String()
+	}
+	if pinned, ok := named.(reference.Canonical); ok {
+		return pinned.Digest().String()
+	}
+	if len(all) <= 1 {
+		return primary.String()
+	}
+	ref, err := docker.NewReference(reference.TagNameOnly(named))
+	if err != nil {
+		return primary.String()
+	}
+	d, err := docker.GetDigest(ctx, sc, ref)
+	if err != nil || !slices.Contains(all, d) {
+		return primary.String()
+	}
+	return d.String()
 }
 
 // imageUser reads the configured user of an image in the store.

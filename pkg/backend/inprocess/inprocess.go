@@ -27,6 +27,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 )
 
 // Name is recorded in status.backend of the jobs this backend builds.
@@ -64,6 +65,10 @@ type Options struct {
 	// layers are then reproducible; apt layers are not (dpkg and apt log
 	// wall-clock times). The layer cache works as without it.
 	Reproducible bool
+	// Pulls says which base images are pulled with the push credentials
+	// (credentials.PullScope); the zero value allows a spec's own images
+	// only.
+	Pulls credentials.PullScope
 	// Logf, when set, receives one line per build event; klog otherwise.
 	Logf func(format string, args ...any)
 }
