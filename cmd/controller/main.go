@@ -25,6 +25,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/controller"
+	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
@@ -46,6 +47,7 @@ type flags struct {
 
 	pushSecretName        string
 	repositoryLayout      string
+	sharedRepositories    stringList
 	useExistingPushSecret bool
 	buildTimeout          time.Duration
 	cancelTimeout         time.Duration
@@ -111,6 +113,7 @@ func main() {
 	flag.Float64Var(&f.qps, "kube-api-qps", app.DefaultQPS, "Client-side limit on API requests per second; negative disables it.")
 	flag.IntVar(&f.burst, "kube-api-burst", app.DefaultBurst, "Burst above --kube-api-qps.")
 	flag.StringVar(&f.repositoryLayout, "repository-layout", string(revision.LayoutPrefix), "How built images are named under PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX: prefix (<prefix>/<name>:<tag>, PrimeHub's), namespaced (<prefix>/<namespace>/<name>:<tag>, no repository shared between namespaces) or single (<prefix>:<name>-<tag>, one repository for every image).")
+	flag.Var(&f.sharedRepositories, "shared-repository", "A repository, or repository path prefix (registry.example.com/bases), that every ImageSpec may build on through the push credentials (repeatable). Other base images are pulled with the push credentials only when they are the ImageSpec's own (its earlier revisions; with the namespaced layout, any image of its namespace), else with its pull Secret alone.")
 	flag.StringVar(&f.pushSecretName, "push-secret-name", controller.DefaultPushSecretName, "The dockerconfigjson Secret with push credentials that build jobs reference.")
 	flag.BoolVar(&f.useExistingPushSecret, "use-existing-push-secret", false, "--push-secret-name names a Secret you manage in each namespace; the controller does not write it from the PRIMEHUB_CUSTOM_IMAGE_REGISTRY_* settings.")
 	flag.DurationVar(&f.buildTimeout, "build-timeout", time.Hour, "A job fails with reason Timeout when it has not finished this long after it was created (time spent queued or pending counts). 0 disables.")
@@ -184,9 +187,9 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 		PipTrustedHosts:   f.pipTrustedHosts,
 		CondaChannels:     f.condaChannels,
 	}
-	layout, err := revision.ParseLayout(f.repositoryLayout)
+	pulls, err := pullScope(f)
 	if err != nil {
-		return fmt.Errorf("--repository-layout: %w", err)
+		return err
 	}
 	if errs := dockerfile.ValidateSources(sources, nil); len(errs) > 0 {
 		return fmt.Errorf("package source flags: %v", errs.ToAggregate())
@@ -206,7 +209,8 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 		HealthAddr:     ops.healthAddr,
 		Controller: controller.Options{
 			Registry:              settings.Registry,
-			Layout:                layout,
+			Layout:                pulls.Layout,
+			SharedRepositories:    pulls.Shared,
 			PushSecretName:        f.pushSecretName,
 			PushSecretNamespace:   pushSecretNamespace(f),
 			ExistingPushSecret:    f.useExistingPushSecret,
@@ -232,7 +236,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix, "repositoryLayout", layout,
+	logger.Info("Configuration", "backend", be.Name(), "repoPrefix", settings.Registry.RepoPrefix, "repositoryLayout", pulls.Layout, "sharedRepositories", pulls.Shared,
 		"registry", settings.Registry.Host, "authenticated", settings.Registry.HasCredentials())
 	err = app.Run(ctx, clients, be, opts)
 	// The process exits when run returns: a backend that holds resources
@@ -257,7 +261,25 @@ func loadSettings(envFile string) (config.Settings, error) {
 	return config.Load(lookup)
 }
 
+// pullScope is the repository layout and the shared repositories: which
+// base images builds pull with the push credentials.
+func pullScope(f flags) (credentials.PullScope, error) {
+	layout, err := revision.ParseLayout(f.repositoryLayout)
+	if err != nil {
+		return credentials.PullScope{}, fmt.Errorf("--repository-layout: %w", err)
+	}
+	shared, err := credentials.ParseShared(f.sharedRepositories)
+	if err != nil {
+		return credentials.PullScope{}, fmt.Errorf("--shared-repository: %w", err)
+	}
+	return credentials.PullScope{Layout: layout, Shared: shared}, nil
+}
+
 func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Settings) (backend.Backend, error) {
+	pulls, err := pullScope(f)
+	if err != nil {
+		return nil, err
+	}
 	switch f.backendName {
 	case inprocess.Name:
 		be, err := inprocess.New(inprocess.Options{
@@ -270,6 +292,7 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 			InsecureRegistries:  f.inprocess.insecureRegistries,
 			MaxConcurrentBuilds: f.inprocess.maxBuilds,
 			Reproducible:        f.inprocess.reproducible,
+			Pulls:               pulls,
 		}, clients.Kube)
 		if err != nil {
 			return nil, err
@@ -282,6 +305,7 @@ func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Set
 		if err != nil {
 			return nil, err
 		}
+		opts.Pulls = pulls
 		return buildahpod.New(opts, clients.Kube, clients.Managed)
 	default:
 		return nil, fmt.Errorf("--backend=%q: this build has no such backend", f.backendName)

@@ -175,6 +175,8 @@ func run(ctx context.Context, o options) (built *v1alpha1.ImageSpec, err error) 
 		"--pip-index-url", index.URL(),
 		"--pip-trusted-host", "127.0.0.1",
 		"--max-concurrent-builds", "2",
+		// The base images every ImageSpec may build on.
+		"--shared-repository", reg.Host+"/base",
 		// No fixed metrics or probe ports: they may be taken on a laptop.
 		"--metrics-bind-address=", "--health-probe-bind-address=",
 	)

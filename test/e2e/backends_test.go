@@ -67,6 +67,7 @@ var scenarios = []struct {
 	{"DeleteNamespaceStopsBuilds", testDeleteNamespaceStopsBuilds},
 	{"RepositoryLayouts", testRepositoryLayouts},
 	{"PrivateBaseImage", testPrivateBaseImage},
+	{"PullScope", testPullScope},
 }
 
 // TestBackends runs each scenario against each backend:
@@ -236,4 +237,57 @@ func testPrivateBaseImage(t *testing.T, b Backend) {
 		}
 	}
 	env.ScanSecrets(t, c, ns, nil, RegistryCredential(r), RegistryCredential(env.Registry))
+}
+
+// The push credentials read every tenant's images, so a build pulls with
+// them only its own (namespaced layout: any image of its namespace) and
+// the shared repositories. Tenant A builds an image and then one on top of
+// it; tenant B, naming A's image as its base, fails with
+// BaseImagePullFailed and a message that says why, and pushes nothing;
+// with a pull Secret that may read A's repository, the same spec builds.
+func testPullScope(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	namespaced := ControllerConfig{Tweak: func(o *app.Options) { o.Controller.Layout = revision.LayoutNamespaced }}
+	prefix := env.Settings.Registry.RepoPrefix
+	spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage, Packages: v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}}}
+
+	nsA := NewNamespace(t)
+	cA := b.Start(t, nsA, namespaced)
+	createSpec(t, cA, nsA, "private", spec)
+	private := WaitJob(t, cA, nsA, "private", "", buildTimeout)
+	requireBuiltBy(t, private, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	// A sibling in the same namespace builds on it with the push
+	// credentials.
+	createSpec(t, cA, nsA, "derived", v1alpha1.ImageSpecSpec{BaseImage: private.Status.Image, Packages: v1alpha1.Packages{Pip: []string{"e2e-third"}}})
+	derived := WaitJob(t, cA, nsA, "derived", "", buildTimeout)
+	requireBuiltBy(t, derived, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if derived.Status.BaseImageDigest != private.Status.Digest {
+		t.Errorf("derived: base digest %s, want %s's %s", derived.Status.BaseImageDigest, private.Status.Image, private.Status.Digest)
+	}
+	if err := cA.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	nsB := NewNamespace(t)
+	cB := b.Start(t, nsB, namespaced)
+	stolen := v1alpha1.ImageSpecSpec{BaseImage: private.Status.Image, Packages: v1alpha1.Packages{Pip: []string{"e2e-third"}}}
+	createSpec(t, cB, nsB, "thief", stolen)
+	job := WaitJob(t, cB, nsB, "thief", "", buildTimeout)
+	requireBuiltBy(t, job, b.Name, v1alpha1.JobFailed, v1alpha1.ReasonBaseImagePullFailed)
+	if !strings.Contains(job.Status.Message, "spec.pullSecret") {
+		t.Errorf("message %q does not say the push credentials were not used and a pull Secret is needed", job.Status.Message)
+	}
+	if TagExists(t, env.Registry, job.Spec.TargetImage) {
+		t.Errorf("%s was pushed", job.Spec.TargetImage)
+	}
+	// The same base with a pull Secret that may read it: the refusal was
+	// the credentials and nothing else.
+	createDockerSecret(t, cB, nsB, "granted", env.Registry.AuthFile)
+	stolen.PullSecret = "granted"
+	createSpec(t, cB, nsB, "granted", stolen)
+	granted := WaitJob(t, cB, nsB, "granted", "", buildTimeout)
+	requireBuiltBy(t, granted, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if !strings.HasPrefix(granted.Status.Image, prefix+"/"+nsB+"/granted:") || granted.Status.BaseImageDigest != private.Status.Digest {
+		t.Errorf("granted: image %s on base %s, want %s/%s/granted:<tag> on %s", granted.Status.Image, granted.Status.BaseImageDigest, prefix, nsB, private.Status.Digest)
+	}
 }

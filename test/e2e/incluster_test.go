@@ -233,6 +233,8 @@ func writeOverlay(tb testing.TB, env *Env, image, builder, pipIndex string) stri
 		"--builder-registry-certs-dir=" + registryCertsPath,
 		"--pip-index-url=http://" + pipIndex + "/simple/",
 		"--pip-trusted-host=" + pipIndex,
+		// The site's curated bases, which every tenant builds on.
+		"--shared-repository=" + env.Registry.Host + "/base",
 	} {
 		ops = append(ops, op{"add", ctr + "/args/-", arg})
 	}

@@ -63,6 +63,7 @@ func startInprocessWith(tb testing.TB, namespace string, cfg ControllerConfig, t
 	c := StartController(tb, opts, func(clients *app.Clients) (backend.Backend, func(), error) {
 		var err error
 		bo := env.InprocessOptions()
+		bo.Pulls = opts.Controller.PullScope()
 		if tweak != nil {
 			tweak(&bo)
 		}

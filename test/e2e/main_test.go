@@ -390,6 +390,9 @@ func (e *Env) DefaultOptions(namespace string, s config.Settings) app.Options {
 		QPS:       -1,
 		Controller: controller.Options{
 			Registry: s.Registry,
+			// Every test's base images are under base/, shared as an
+			// operator shares curated bases.
+			SharedRepositories: []string{e.Registry.Host + "/base"},
 			Sources: dockerfile.Sources{
 				PipIndexURL:     e.PyPI.URL(),
 				PipTrustedHosts: []string{e.PyPI.Addr()},

@@ -156,6 +156,7 @@ func (p *PodEnv) StartPodController(tb testing.TB, namespace string, cfg Control
 	}
 	bopts := p.PodOptions(tb, opts.Controller.BuildTimeout)
 	bopts.BuildNamespace, bopts.WatchNamespace = p.BuildNamespace, namespace
+	bopts.Pulls = opts.Controller.PullScope()
 	if tweak != nil {
 		tweak(&bopts)
 	}
