@@ -55,6 +55,7 @@ type flags struct {
 	succeededHistory      int
 	failedHistory         int
 	trackBaseImages       bool
+	buildExisting         bool
 	baseImageInterval     time.Duration
 
 	aptMirror, pipIndexURL             string
@@ -121,6 +122,7 @@ func main() {
 	flag.IntVar(&f.maxConcurrentBuilds, "max-concurrent-builds", 10, "At most this many builds run at once; the rest wait Pending with reason Queued. The default keeps a change that touches every ImageSpec (a new repository prefix or registry) from starting hundreds of builds at once; 0 means no limit.")
 	flag.IntVar(&f.succeededHistory, "succeeded-history-limit", 5, "Succeeded jobs kept per ImageSpec (the one that built status.image is always kept).")
 	flag.IntVar(&f.failedHistory, "failed-history-limit", 5, "Failed and cancelled jobs kept per ImageSpec.")
+	flag.BoolVar(&f.buildExisting, "build-existing-images", false, "Build every job even when its target image is already in the registry with its revision's label; by default such a job ends Succeeded (reason AlreadyBuilt) after one manifest read, without a build.")
 	flag.BoolVar(&f.trackBaseImages, "track-base-images", false, "Track the base image of every ImageSpec that leaves spec.trackBaseImage unset: when its tag moves to a new digest, build one new revision (cause BaseImageUpdate).")
 	flag.DurationVar(&f.baseImageInterval, "base-image-check-interval", time.Hour, "How often base image tracking checks a base image tag: one manifest request per distinct base image (and pull Secret) however many ImageSpecs use it; failed checks back off up to 8 intervals. 0 turns tracking off, also for ImageSpecs that ask for it.")
 	flag.StringVar(&f.aptMirror, "apt-mirror", "", "Replace the archive URL of base images' apt sources, for clusters without internet access.")
@@ -133,8 +135,8 @@ func main() {
 	flag.StringVar(&f.inprocess.logDir, "inprocess-log-dir", "", "inprocess backend: build logs are written to <dir>/<namespace>/<job>.log; a job's status.message names its log and status.logTail holds its end. Default: <inprocess-storage-dir>/logs.")
 	flag.StringVar(&f.inprocess.isolation, "isolation", "chroot", "inprocess backend: isolation of RUN steps, chroot or oci (runs --oci-runtime).")
 	flag.StringVar(&f.inprocess.runtime, "oci-runtime", "runc", "inprocess backend: OCI runtime for --isolation=oci.")
-	flag.StringVar(&f.inprocess.registryCertsDir, "registry-certs-dir", "", "Registry CAs of the controller process (inprocess builds and base image checks): a dir with ca.crt trusted for every registry, or a certs.d-style tree of <host[:port]>/ca.crt. The system's CAs are trusted too.")
-	flag.Var(&f.inprocess.insecureRegistries, "insecure-registry", "A registry host[:port] that inprocess builds and base image checks reach without TLS verification or over plain http (repeatable). TLS is verified for every other registry.")
+	flag.StringVar(&f.inprocess.registryCertsDir, "registry-certs-dir", "", "Registry CAs of the controller process (inprocess builds, base image checks, the already-built check): a dir with ca.crt trusted for every registry, or a certs.d-style tree of <host[:port]>/ca.crt. The system's CAs are trusted too.")
+	flag.Var(&f.inprocess.insecureRegistries, "insecure-registry", "A registry host[:port] that inprocess builds and the controller's own registry reads reach without TLS verification or over plain http (repeatable). TLS is verified for every other registry.")
 	flag.IntVar(&f.inprocess.maxBuilds, "inprocess-max-builds", 0, "inprocess backend: at most this many builds run at once in this process (besides --max-concurrent-builds). 0 means no limit of its own.")
 	flag.BoolVar(&f.inprocess.allowInCluster, "inprocess-allow-in-cluster", false, "inprocess backend: run it inside a cluster (KUBERNETES_SERVICE_HOST set) all the same. Its builds run package scripts as root in the controller's own process, next to the controller's credentials: it is no security boundary between tenants. Without this flag the controller refuses to start so.")
 	flag.BoolVar(&f.inprocess.reproducible, "reproducible", false, "inprocess backend: stamp images and new files with the Unix epoch and build with SOURCE_DATE_EPOCH=0, so the same inputs give the same image; pip layers are then reproducible, apt layers are not (dpkg logs wall-clock times).")
@@ -220,11 +222,12 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 			MaxConcurrentBuilds:   f.maxConcurrentBuilds,
 			SucceededHistoryLimit: f.succeededHistory,
 			FailedHistoryLimit:    f.failedHistory,
+			RegistryCertDir:       f.inprocess.registryCertsDir,
+			InsecureRegistries:    f.inprocess.insecureRegistries,
+			BuildExisting:         f.buildExisting,
 			BaseImages: controller.BaseImageTracking{
-				Default:            f.trackBaseImages,
-				Interval:           f.baseImageInterval,
-				CertDir:            f.inprocess.registryCertsDir,
-				InsecureRegistries: f.inprocess.insecureRegistries,
+				Default:  f.trackBaseImages,
+				Interval: f.baseImageInterval,
 			},
 		},
 	}

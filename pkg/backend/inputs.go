@@ -1,8 +1,11 @@
 package backend
 
 import (
+	"github.com/containers/image/v5/docker/reference"
+
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 )
 
 // Inputs maps API fields onto the renderer's inputs. The base image's user
@@ -42,4 +45,28 @@ func SourcesToAPI(s dockerfile.Sources) *v1alpha1.PackageSources {
 		PipTrustedHosts:   s.PipTrustedHosts,
 		CondaChannels:     s.CondaChannels,
 	}
+}
+
+// RevisionLabel is the names.ImageRevisionLabel value of a job's image:
+// the tag of its target. Empty for a target without a tag (never made by
+// the controller).
+func RevisionLabel(job *v1alpha1.ImageSpecJob) string {
+	named, err := reference.ParseNormalizedNamed(job.Spec.TargetImage)
+	if err != nil {
+		return ""
+	}
+	if tagged, ok := named.(reference.Tagged); ok {
+		return tagged.Tag()
+	}
+	return ""
+}
+
+// ImageLabel is the label every build adds to its image, "key=value"
+// (empty for a target without a tag): buildah applies it in a last LABEL
+// step of its own, so it never spoils the layer cache of the steps before.
+func ImageLabel(job *v1alpha1.ImageSpecJob) string {
+	if rev := RevisionLabel(job); rev != "" {
+		return names.ImageRevisionLabel + "=" + rev
+	}
+	return ""
 }

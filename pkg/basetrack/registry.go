@@ -3,12 +3,10 @@ package basetrack
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/containers/image/v5/docker"
 	"github.com/containers/image/v5/docker/reference"
-	"github.com/containers/image/v5/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
@@ -55,20 +53,7 @@ func (r *RegistryCheck) Check(ctx context.Context, key Key) (string, error) {
 		}
 		auths = credentials.Merged(auths, pull)
 	}
-	host := reference.Domain(named)
-	sys := &types.SystemContext{
-		DockerRegistryUserAgent: UserAgent,
-		// Anonymous unless a Secret has credentials for this registry:
-		// never the process's own ~/.docker or auth.json.
-		DockerAuthConfig: &types.DockerAuthConfig{},
-	}
-	if user, password, ok := auths.Lookup(host, reference.Path(named)); ok {
-		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: password}
-	}
-	credentials.TrustCertDir(sys, r.CertDir)
-	if slices.Contains(r.Insecure, host) {
-		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
-	}
+	sys := auths.SystemContext(named, r.CertDir, r.Insecure, UserAgent)
 	digest, err := docker.GetDigest(ctx, sys, ref)
 	if err != nil {
 		return "", err

@@ -10,7 +10,6 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/basetrack"
-	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/metrics"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
@@ -23,10 +22,6 @@ type BaseImageTracking struct {
 	// Interval between two checks of one base image; zero turns tracking
 	// off for every ImageSpec.
 	Interval time.Duration
-	// CertDir and InsecureRegistries say how to reach registries (see
-	// basetrack.RegistryCheck).
-	CertDir            string
-	InsecureRegistries []string
 	// Check replaces the registry check (tests).
 	Check func(context.Context, basetrack.Key) (string, error)
 }
@@ -39,11 +34,7 @@ func (c *Controller) newBaseTracker() *basetrack.Tracker {
 	}
 	check := bt.Check
 	if check == nil {
-		own := credentials.Auths{}
-		if r := c.opts.Registry; r.HasCredentials() {
-			own[r.Host] = credentials.Entry{Username: r.Username, Password: r.Password.Reveal()}
-		}
-		rc := &basetrack.RegistryCheck{Kube: c.kube, Own: own, CertDir: bt.CertDir, Insecure: bt.InsecureRegistries}
+		rc := &basetrack.RegistryCheck{Kube: c.kube, Own: c.opts.ownAuths(), CertDir: c.opts.RegistryCertDir, Insecure: c.opts.InsecureRegistries}
 		check = rc.Check
 	}
 	return basetrack.New(basetrack.Options{

@@ -28,6 +28,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/basetrack"
+	"github.com/imagespec/imagespec-controller/pkg/builtimage"
 	"github.com/imagespec/imagespec-controller/pkg/config"
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
@@ -69,6 +70,19 @@ type Options struct {
 	// on with the push credentials (credentials.PullScope); base image
 	// tracking checks bases the way builds pull them.
 	SharedRepositories []string
+	// RegistryCertDir holds ca.crt trusted for every registry, or a
+	// certs.d tree of <host[:port]>/ca.crt, for the controller's own
+	// registry reads (base image checks, already built images); the
+	// system's CAs are trusted too. InsecureRegistries are reached
+	// without TLS verification.
+	RegistryCertDir    string
+	InsecureRegistries []string
+	// BuildExisting turns off the check for already built images: every
+	// job builds, even when its target is in the registry with its
+	// revision's label.
+	BuildExisting bool
+	// FindBuilt replaces the registry read of that check (tests).
+	FindBuilt func(ctx context.Context, target string) (builtimage.Image, bool, error)
 	// PushSecretName is the Secret holding push credentials. The controller
 	// writes it into every namespace that builds, unless ExistingPushSecret.
 	PushSecretName string
@@ -99,6 +113,16 @@ type Options struct {
 	CancelTimeout time.Duration
 	// BaseImages configures base image tracking (off by default).
 	BaseImages BaseImageTracking
+}
+
+// ownAuths are the controller's push credentials, for its own registry
+// reads.
+func (o Options) ownAuths() credentials.Auths {
+	own := credentials.Auths{}
+	if r := o.Registry; r.HasCredentials() {
+		own[r.Host] = credentials.Entry{Username: r.Username, Password: r.Password.Reveal()}
+	}
+	return own
 }
 
 // PullScope is how builds pull base images under these options: the push
@@ -134,6 +158,11 @@ type Controller struct {
 	errorWrites timeMarks
 	// baseTracker checks tracked base images; nil when tracking is off.
 	baseTracker *basetrack.Tracker
+	// findBuilt reads a target image from the registry; nil with
+	// Options.BuildExisting. builtChecked: the job (by UID) whose target
+	// this process already looked for, so each job costs one read.
+	findBuilt    func(ctx context.Context, target string) (builtimage.Image, bool, error)
+	builtChecked uidMarks
 }
 
 // New wires the controller to its informers. secretInformer must come from a
@@ -182,6 +211,13 @@ func New(ctx context.Context,
 		now:      time.Now,
 	}
 	c.baseTracker = c.newBaseTracker()
+	if !opts.BuildExisting {
+		c.findBuilt = opts.FindBuilt
+		if c.findBuilt == nil {
+			r := &builtimage.Registry{Auths: opts.ownAuths(), CertDir: opts.RegistryCertDir, Insecure: opts.InsecureRegistries}
+			c.findBuilt = r.Find
+		}
+	}
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
 	if opts.PushSecretNamespace != "" {
 		// One Secret, read and written with direct requests.

@@ -55,6 +55,8 @@ func defaultOptions() Options {
 		BuildTimeout:          time.Hour,
 		SucceededHistoryLimit: 2,
 		FailedHistoryLimit:    2,
+		// No registry here; TestAlreadyBuilt fakes one.
+		BuildExisting: true,
 	}
 }
 

@@ -39,6 +39,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		}
 		c.slots.unreserve(key)
 		c.errorWrites.forget(key)
+		c.builtChecked.forget(key)
 		return nil
 	}
 	if err != nil {
@@ -47,6 +48,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 	if job.Status.Phase.IsFinal() {
 		c.errorWrites.forget(key)
 		c.cancelling.forget(key)
+		c.builtChecked.forget(key)
 		return nil
 	}
 
@@ -76,6 +78,12 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 			fmt.Sprintf("Superseded: the ImageSpec changed; %s builds the current spec", c.supersededBy(job)))
 	case c.opts.BuildTimeout > 0 && !now.Before(job.CreationTimestamp.Add(c.opts.BuildTimeout)):
 		return c.stopJob(ctx, job, v1alpha1.JobFailed, v1alpha1.ReasonTimeout, c.timeoutMessage(job, now))
+	}
+
+	if len(invalid) == 0 {
+		if done, err := c.finishIfBuilt(ctx, key, job); done || err != nil {
+			return err
+		}
 	}
 
 	status := job.Status.DeepCopy()

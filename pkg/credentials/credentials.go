@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/containers/image/v5/docker/reference"
 	"github.com/containers/image/v5/types"
 
 	corev1 "k8s.io/api/core/v1"
@@ -166,4 +168,24 @@ func TrustCertDir(sys *types.SystemContext, dir string) {
 	} else {
 		sys.DockerPerHostCertDirPath = dir
 	}
+}
+
+// SystemContext is how the controller process reaches the registry of
+// named: a's entry for it (anonymous without one; never the process's own
+// ~/.docker or auth.json), the CAs of certDir, and no TLS verification for
+// the hosts in insecure.
+func (a Auths) SystemContext(named reference.Named, certDir string, insecure []string, userAgent string) *types.SystemContext {
+	host := reference.Domain(named)
+	sys := &types.SystemContext{
+		DockerRegistryUserAgent: userAgent,
+		DockerAuthConfig:        &types.DockerAuthConfig{},
+	}
+	if user, password, ok := a.Lookup(host, reference.Path(named)); ok {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: password}
+	}
+	TrustCertDir(sys, certDir)
+	if slices.Contains(insecure, host) {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
+	}
+	return sys
 }

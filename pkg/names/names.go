@@ -25,6 +25,14 @@ const (
 	// that base image tracking made part of its revision; absent when the
 	// revision is not tied to a digest.
 	BaseImageDigestAnnotation = "primehub.io/base-image-digest"
+	// ImageRevisionLabel is the image label every build writes: the tag
+	// the image is pushed under. An image found at a job's target tag
+	// counts as already built only with this label naming that tag, so a
+	// tag someone else pushed over is built again.
+	ImageRevisionLabel = "io.imagespec.revision"
+	// BaseDigestAnnotation is the manifest annotation buildah writes with
+	// the base image's digest (OCI image-spec's standard key).
+	BaseDigestAnnotation = "org.opencontainers.image.base.digest"
 )
 
 // ManagedSelector selects objects the controller owns; give it to the

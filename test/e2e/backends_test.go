@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,7 +16,9 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/app"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
+	"github.com/imagespec/imagespec-controller/pkg/names"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
+	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
 
@@ -68,6 +72,7 @@ var scenarios = []struct {
 	{"RepositoryLayouts", testRepositoryLayouts},
 	{"PrivateBaseImage", testPrivateBaseImage},
 	{"PullScope", testPullScope},
+	{"AlreadyBuilt", testAlreadyBuilt},
 }
 
 // TestBackends runs each scenario against each backend:
@@ -289,5 +294,87 @@ func testPullScope(t *testing.T, b Backend) {
 	requireBuiltBy(t, granted, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 	if !strings.HasPrefix(granted.Status.Image, prefix+"/"+nsB+"/granted:") || granted.Status.BaseImageDigest != private.Status.Digest {
 		t.Errorf("granted: image %s on base %s, want %s/%s/granted:<tag> on %s", granted.Status.Image, granted.Status.BaseImageDigest, prefix, nsB, private.Status.Digest)
+	}
+}
+
+// With the already-built check on (as shipped): every build labels its
+// image with its revision; a job recreated for a revision whose image is
+// in the registry ends Succeeded (AlreadyBuilt) with the registry's digest
+// and no build; once someone else pushed over the tag (no label), the
+// recreated job builds again and replaces it.
+func testAlreadyBuilt(t *testing.T, b Backend) {
+	env := SharedEnv(t)
+	ns := NewNamespace(t)
+	c := b.Start(t, ns, ControllerConfig{Tweak: func(o *app.Options) { o.Controller.BuildExisting = false }})
+	// A name of its own per backend: the prefix layout would give both
+	// backends' runs one target.
+	name := "reuse-" + b.Name
+	createSpec(t, c, ns, name, v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage, Packages: v1alpha1.Packages{Pip: []string{"e2e-hello==1.0"}}})
+	built := WaitJob(t, c, ns, name, "", buildTimeout)
+	requireBuiltBy(t, built, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	info := env.Inspect(t, env.Registry, built.Status.Image)
+	_, tag, _ := strings.Cut(strings.TrimPrefix(built.Status.Image, env.Registry.Host+"/"), ":")
+	if info.Labels[names.ImageRevisionLabel] != tag {
+		t.Fatalf("image labels %v, want %s=%s", info.Labels, names.ImageRevisionLabel, tag)
+	}
+
+	recreate := func(old *v1alpha1.ImageSpecJob) (*v1alpha1.ImageSpecJob, time.Duration) {
+		t.Helper()
+		ctx := context.Background()
+		jobs := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns)
+		deleted := time.Now()
+		if err := jobs.Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var job *v1alpha1.ImageSpecJob
+		WaitFor(t, buildTimeout, func(ctx context.Context) (bool, string) {
+			j, err := jobs.Get(ctx, old.Name, metav1.GetOptions{})
+			if err != nil || j.UID == old.UID {
+				return false, fmt.Sprintf("recreated job: %v", err)
+			}
+			job = j
+			return j.Status.Phase.IsFinal(), fmt.Sprintf("job %s: %s %s", j.Name, j.Status.Phase, j.Status.Reason)
+		})
+		return job, time.Since(deleted)
+	}
+	eventsOf := func(job *v1alpha1.ImageSpecJob) map[string]int {
+		t.Helper()
+		events, err := c.Clients.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[string]int{}
+		for _, e := range events.Items {
+			if e.InvolvedObject.UID == job.UID {
+				count[e.Reason] += int(max(e.Count, 1))
+			}
+		}
+		return count
+	}
+
+	again, took := recreate(built)
+	// Measured from the delete: the controller recreates the job, finds
+	// its image and finishes it (polled every 100 ms).
+	t.Logf("job deleted -> recreated job %s %s/%s in %.2f s", again.Name, again.Status.Phase, again.Status.Reason, took.Seconds())
+	if again.Status.Phase != v1alpha1.JobSucceeded || again.Status.Reason != v1alpha1.ReasonAlreadyBuilt ||
+		again.Status.Digest != built.Status.Digest || again.Status.Image != built.Status.Image || again.Status.PodName != "" {
+		t.Errorf("recreated job: %+v, want AlreadyBuilt with %s@%s and no pod", again.Status, built.Status.Image, built.Status.Digest)
+	}
+	if ev := eventsOf(again); ev[v1alpha1.EventBuildStarted] != 0 || ev[v1alpha1.EventBuildSucceeded] != 1 {
+		t.Errorf("events of the recreated job %v, want one %s and no %s", ev, v1alpha1.EventBuildSucceeded, v1alpha1.EventBuildStarted)
+	}
+	if is := getSpec(t, c, ns, name); is.Status.Image != built.Status.Image || is.Status.PinnedImage != built.Status.Image[:strings.LastIndex(built.Status.Image, ":")]+"@"+built.Status.Digest {
+		t.Errorf("ImageSpec status image %s pinned %s", is.Status.Image, is.Status.PinnedImage)
+	}
+
+	// Someone else's image over the tag: not this revision's, so built.
+	if _, _, err := images.Push(context.Background(), images.Busybox, env.Registry, strings.TrimPrefix(built.Status.Image, env.Registry.Host+"/")); err != nil {
+		t.Fatal(err)
+	}
+	foreign := env.Inspect(t, env.Registry, built.Status.Image).Digest
+	rebuilt, _ := recreate(again)
+	requireBuiltBy(t, rebuilt, b.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+	if now := env.Inspect(t, env.Registry, built.Status.Image); now.Digest == foreign || now.Digest != rebuilt.Status.Digest || now.Labels[names.ImageRevisionLabel] != tag {
+		t.Errorf("after the rebuild the tag has %s (foreign %s, job %s), labels %v", now.Digest, foreign, rebuilt.Status.Digest, now.Labels)
 	}
 }

@@ -48,7 +48,7 @@ func TestBaseImageTracking(t *testing.T) {
 
 	ns := NewNamespace(t)
 	c, _ := StartInprocessController(t, ns, ControllerConfig{Tweak: func(o *app.Options) {
-		o.Controller.BaseImages = controller.BaseImageTracking{Interval: interval, CertDir: env.CertsDir}
+		o.Controller.BaseImages = controller.BaseImageTracking{Interval: interval}
 	}})
 	createDockerSecret(t, c, ns, "base-pull", baseReg.AuthFile)
 	tracked := []string{"tracked-a", "tracked-b"}

@@ -188,6 +188,21 @@ func TestInCluster(t *testing.T) {
 			t.Errorf("the new leader's log lacks %q:\n%s", want, logs)
 		}
 	}
+	// As shipped, a recreated job of a built revision finishes from the
+	// registry, without a build pod.
+	if err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Delete(ctx, job.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, time.Minute, func(ctx context.Context) (bool, string) {
+		j, err := c.Clients.Client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, job.Name, metav1.GetOptions{})
+		if err != nil || j.UID == job.UID {
+			return false, fmt.Sprintf("recreated job: %v", err)
+		}
+		if j.Status.Phase.IsFinal() && (j.Status.Reason != v1alpha1.ReasonAlreadyBuilt || j.Status.Digest != job.Status.Digest) {
+			t.Fatalf("recreated job %s: %s/%s %s, want AlreadyBuilt with %s", j.Name, j.Status.Phase, j.Status.Reason, j.Status.Digest, job.Status.Digest)
+		}
+		return j.Status.Phase.IsFinal(), fmt.Sprintf("job %s: %s %s", j.Name, j.Status.Phase, j.Status.Reason)
+	})
 	// The push credentials live in the build namespace only.
 	if _, err := p.Kube.CoreV1().Secrets(ns).Get(ctx, controller.DefaultPushSecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("push Secret in the ImageSpec's namespace: %v, want none", err)
@@ -235,6 +250,9 @@ func writeOverlay(tb testing.TB, env *Env, image, builder, pipIndex string) stri
 		"--pip-trusted-host=" + pipIndex,
 		// The site's curated bases, which every tenant builds on.
 		"--shared-repository=" + env.Registry.Host + "/base",
+		// The controller's own registry reads (the already-built check)
+		// trust the same CAs.
+		"--registry-certs-dir=" + registryCertsPath,
 	} {
 		ops = append(ops, op{"add", ctr + "/args/-", arg})
 	}

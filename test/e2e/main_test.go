@@ -393,6 +393,12 @@ func (e *Env) DefaultOptions(namespace string, s config.Settings) app.Options {
 			// Every test's base images are under base/, shared as an
 			// operator shares curated bases.
 			SharedRepositories: []string{e.Registry.Host + "/base"},
+			RegistryCertDir:    e.CertsDir,
+			// Tests of one run share a registry and often build the same
+			// spec name and inputs (so the same target) in namespaces of
+			// their own: each build must happen. TestBackends/<backend>/
+			// AlreadyBuilt turns the check on.
+			BuildExisting: true,
 			Sources: dockerfile.Sources{
 				PipIndexURL:     e.PyPI.URL(),
 				PipTrustedHosts: []string{e.PyPI.Addr()},
@@ -523,9 +529,11 @@ type ImageInfo struct {
 	Digest string
 	Layers []string
 	User   string
+	Labels map[string]string
 }
 
-// Inspect reads ref's manifest digest, layers and configured user from r.
+// Inspect reads ref's manifest digest, layers, configured user and labels
+// from r.
 func (e *Env) Inspect(tb testing.TB, r *registry.Registry, ref string) ImageInfo {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -546,12 +554,15 @@ func (e *Env) Inspect(tb testing.TB, r *registry.Registry, ref string) ImageInfo
 		tb.Fatal(err)
 	}
 	var cfg struct {
-		Config struct{ User string }
+		Config struct {
+			User   string
+			Labels map[string]string
+		}
 	}
 	if err := json.Unmarshal(out, &cfg); err != nil {
 		tb.Fatal(err)
 	}
-	return ImageInfo{Digest: info.Digest, Layers: info.Layers, User: cfg.Config.User}
+	return ImageInfo{Digest: info.Digest, Layers: info.Layers, User: cfg.Config.User, Labels: cfg.Config.Labels}
 }
 
 // TagExists asks r whether ref (host/repo:tag) has a manifest.

@@ -80,6 +80,8 @@ func defaultControllerOptions(namespace string) app.Options {
 			BuildTimeout:          10 * time.Minute,
 			SucceededHistoryLimit: 5,
 			FailedHistoryLimit:    5,
+			// No registry here: the scripted backend's jobs build.
+			BuildExisting: true,
 		},
 	}
 }

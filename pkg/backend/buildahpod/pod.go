@@ -191,6 +191,9 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 		{Name: "BUILDAH_ISOLATION", Value: "chroot"},
 		{Name: "HOME", Value: "/tmp"},
 	}
+	if l := backend.ImageLabel(job); l != "" {
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_IMAGE_LABEL", Value: l})
+	}
 	mounts := []corev1.VolumeMount{
 		{Name: "build", MountPath: buildDir, ReadOnly: true},
 		{Name: "storage", MountPath: storageDir},

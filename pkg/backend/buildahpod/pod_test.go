@@ -237,7 +237,8 @@ func TestEnsureCreatesOnePodWithConfigMap(t *testing.T) {
 		env[e.Name] = e.Value
 	}
 	if env["IMAGESPEC_TARGET_IMAGE"] != job.Spec.TargetImage || env["IMAGESPEC_BASE_IMAGE"] != "registry.example.com/base/python:3" ||
-		env["IMAGESPEC_PUSH_AUTHFILE"] != pushAuthDir+"/auth.json" || env["IMAGESPEC_PULL_AUTHFILE"] != pullAuthDir+"/auth.json" {
+		env["IMAGESPEC_PUSH_AUTHFILE"] != pushAuthDir+"/auth.json" || env["IMAGESPEC_PULL_AUTHFILE"] != pullAuthDir+"/auth.json" ||
+		env["IMAGESPEC_IMAGE_LABEL"] != "io.imagespec.revision=abc123" {
 		t.Errorf("env %v", env)
 	}
 

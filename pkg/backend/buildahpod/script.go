@@ -84,6 +84,8 @@ mkdir -p "$work/context"
 nproc=$(awk '/^Max processes/ { print $4 }' /proc/self/limits)
 nofile=$(awk '/^Max open files/ { print $5 }' /proc/self/limits)
 set --
+# The revision label (key=value), by which the controller knows the image.
+if [ -n "${IMAGESPEC_IMAGE_LABEL:-}" ]; then set -- --label "$IMAGESPEC_IMAGE_LABEL"; fi
 case $nproc in ''|unlimited) ;; *) set -- "$@" --ulimit "nproc=$nproc:$nproc" ;; esac
 case $nofile in ''|unlimited) ;; *) set -- "$@" --ulimit "nofile=$nofile:$nofile" ;; esac
 stage build 12 buildah bud "$@" --layers --pull=never --isolation chroot --format oci \

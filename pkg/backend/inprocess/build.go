@@ -233,7 +233,7 @@ func (b *Backend) buildAndPush(ctx context.Context, bd *build, job *v1alpha1.Ima
 
 	// Build into local storage under the target's name.
 	t0 = time.Now()
-	imageID, err := b.build(ctx, dfPath, ctxDir, job.Spec.TargetImage, pullSC, log)
+	imageID, err := b.build(ctx, dfPath, ctxDir, job.Spec.TargetImage, backend.ImageLabel(job), pullSC, log)
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
@@ -340,7 +340,7 @@ func (b *Backend) imageUser(ctx context.Context, id string) (string, error) {
 	return cfg.Config.User, nil
 }
 
-func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output string, sc *types.SystemContext, log *buildLog) (string, error) {
+func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output, label string, sc *types.SystemContext, log *buildLog) (string, error) {
 	jobs := 1
 	opts := define.BuildOptions{
 		ContextDirectory: ctxDir,
@@ -368,6 +368,9 @@ func (b *Backend) build(ctx context.Context, dfPath, ctxDir, output string, sc *
 		PullPushRetryDelay:      time.Second,
 	}
 	opts.SystemContext = sc
+	if label != "" {
+		opts.Labels = []string{label}
+	}
 	if b.opts.Reproducible {
 		epoch := time.Unix(0, 0).UTC()
 		opts.Timestamp = &epoch

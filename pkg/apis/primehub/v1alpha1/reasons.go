@@ -27,6 +27,7 @@ const (
 	ReasonImageSpecDeleted       = "ImageSpecDeleted"
 	ReasonCancelIncomplete       = "CancelIncomplete"
 	ReasonRejected               = "Rejected"
+	ReasonAlreadyBuilt           = "AlreadyBuilt"
 )
 
 // Event reasons besides the status reasons that are also events
@@ -89,6 +90,7 @@ var Reasons = []ReasonDoc{
 	{ReasonPushSecretFailed, []ReasonKind{KindStatus, KindEvent}, "Pending: the push Secret cannot be written (retried)"},
 	{ReasonImageSpecDeleted, []ReasonKind{KindStatus}, "Cancelled: the ImageSpec was deleted; stopped before garbage collection"},
 	{ReasonCancelIncomplete, []ReasonKind{KindStatus, KindEvent}, "Cancelled (Failed after a timeout): stopping was not confirmed within --cancel-timeout; the event names what may be left"},
+	{ReasonAlreadyBuilt, []ReasonKind{KindStatus}, "Succeeded without a build: the target image was already in the registry with this revision's label (a recreated job, a reverted spec, a push whose status was not written); status.digest is the registry's"},
 	{ReasonRejected, []ReasonKind{KindStatus}, "Failed: the job is not one the controller made for its ImageSpec (owner, target image, push Secret or repository prefix differ); never built"},
 	{EventJobCreated, []ReasonKind{KindEvent}, "a job was created, with its cause"},
 	{EventJobNameTaken, []ReasonKind{KindEvent}, "a job of the deterministic name exists and is not the ImageSpec's"},
