@@ -74,6 +74,7 @@ type buildahpodFlags struct {
 	storageDriver           string
 	cachePVC, cacheHostPath string
 	hostNetwork             bool
+	registryCache           bool
 	buildNamespace          string
 	registryCertsDir        string
 	podConfigFile           string
@@ -148,6 +149,7 @@ func main() {
 	flag.StringVar(&f.buildahpod.cachePVC, "builder-cache-pvc", "", "buildahpod backend: a PersistentVolumeClaim (in each namespace that builds) mounted at /var/lib/containers, so layers survive between builds. Default: an emptyDir per build.")
 	flag.StringVar(&f.buildahpod.cacheHostPath, "builder-cache-host-path", "", "buildahpod backend: a node directory mounted at /var/lib/containers, so layers survive between builds on that node.")
 	flag.StringVar(&f.buildahpod.buildNamespace, "build-namespace", "", "buildahpod backend: build pods, their ConfigMaps, the push Secret and per-build copies of pull Secrets live in this namespace only (tenants get no access to it; artifacts/deploy uses imagespec-builds). Empty builds in each ImageSpec's namespace and writes the push Secret there.")
+	flag.BoolVar(&f.buildahpod.registryCache, "builder-registry-cache", true, "buildahpod backend: keep a layer cache in the registry, one repository per namespace (<prefix>/imagespec_cache/<namespace>), so a build on any node reuses the steps earlier builds of its namespace ran; the push credentials must be able to push there. Off with the single repository layout.")
 	flag.BoolVar(&f.buildahpod.hostNetwork, "builder-host-network", false, "buildahpod backend: run build pods in the node's network namespace, for registries or package indexes reachable only from nodes.")
 	flag.StringVar(&f.buildahpod.registryCertsDir, "builder-registry-certs-dir", "", "buildahpod backend: a certs.d tree (<host[:port]>/*.crt) of registry CAs that build pods trust besides the builder image's.")
 	flag.StringVar(&f.buildahpod.podConfigFile, "builder-pod-config", "", "buildahpod backend: a JSON or YAML file with resources, nodeSelector, tolerations, serviceAccountName, priorityClassName, imagePullSecrets, nodeName and annotations of build pods. The single flags override it.")
@@ -334,6 +336,7 @@ func buildahpodOptions(f flags) (buildahpod.Options, error) {
 		StorageDriver:          p.storageDriver,
 		BuildTimeout:           f.buildTimeout,
 		HostNetwork:            p.hostNetwork,
+		NoRegistryCache:        !p.registryCache,
 		BuildNamespace:         p.buildNamespace,
 		WatchNamespace:         f.namespace,
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/names"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 // With Options.BuildNamespace, every build pod, its ConfigMap, the push
@@ -173,4 +174,22 @@ func jobKeyOf(obj metav1.Object) (string, bool) {
 		return "", false
 	}
 	return ns + "/" + name, true
+}
+
+// CacheRepositoryComponent is the path component of the layer cache
+// repositories under the repository prefix. Namespace and ImageSpec names
+// never contain '_', so no layout ever names an image there.
+const CacheRepositoryComponent = "imagespec_cache"
+
+// CacheRepository is where builds of job's namespace keep their layer
+// cache: <prefix>/imagespec_cache/<namespace>. One repository per
+// namespace, written only by that namespace's builds (the controller names
+// it; tenants hold no registry credentials), so one tenant's layers never
+// reach another's build. Empty when the cache is off, or for the single
+// layout (one repository only).
+func (b *Backend) CacheRepository(job *v1alpha1.ImageSpecJob) string {
+	if b.opts.NoRegistryCache || job.Spec.RepoPrefix == "" || job.Spec.PushSecret == "" || b.opts.Pulls.Layout == revision.LayoutSingle {
+		return ""
+	}
+	return job.Spec.RepoPrefix + "/" + CacheRepositoryComponent + "/" + job.Namespace
 }

@@ -63,6 +63,9 @@ type Options struct {
 	// CancelWait bounds how long Cancel waits for a deleted pod to be gone
 	// (its containers stopped); 30s when zero.
 	CancelWait time.Duration
+	// NoRegistryCache turns off the layer cache in the registry (see
+	// CacheRepository), which is on by default.
+	NoRegistryCache bool
 	// Pulls says which base images are pulled with the push credentials
 	// (credentials.PullScope) when BuildNamespace is set; the zero value
 	// allows a spec's own images only. Without BuildNamespace the pod

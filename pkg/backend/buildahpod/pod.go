@@ -194,6 +194,9 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 	if l := backend.ImageLabel(job); l != "" {
 		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_IMAGE_LABEL", Value: l})
 	}
+	if repo := b.CacheRepository(job); repo != "" {
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_CACHE_REPO", Value: repo})
+	}
 	mounts := []corev1.VolumeMount{
 		{Name: "build", MountPath: buildDir, ReadOnly: true},
 		{Name: "storage", MountPath: storageDir},

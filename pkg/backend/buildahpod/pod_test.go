@@ -20,6 +20,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
 	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
 	"github.com/imagespec/imagespec-controller/pkg/names"
+	"github.com/imagespec/imagespec-controller/pkg/revision"
 )
 
 const password = "s3cret-Pa55word-never-shown"
@@ -631,5 +632,41 @@ func TestPullScopeInBuildNamespace(t *testing.T) {
 				t.Errorf("pull copy %s: push credentials in it %v, want %v", data, strings.Contains(data, password), c.pushInCopy)
 			}
 		})
+	}
+}
+
+// The registry layer cache: one repository per job namespace under the
+// job's prefix, named in the pod's environment; none when turned off, for
+// the single layout, or without push credentials.
+func TestCacheRepository(t *testing.T) {
+	job := testJob("myspec-abc123")
+	job.Spec.RepoPrefix = "registry.example.com/team"
+	for _, c := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"default", Options{}, "registry.example.com/team/imagespec_cache/team"},
+		{"off", Options{NoRegistryCache: true}, ""},
+		{"single layout", Options{Pulls: credentials.PullScope{Layout: revision.LayoutSingle}}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, c.opts, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+			if got := f.be.CacheRepository(job); got != c.want {
+				t.Errorf("CacheRepository = %q, want %q", got, c.want)
+			}
+			st, err := f.be.Ensure(context.Background(), job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env := podEnv(t, f.kube, "team", st.PodName); env["IMAGESPEC_CACHE_REPO"] != c.want {
+				t.Errorf("IMAGESPEC_CACHE_REPO=%q, want %q", env["IMAGESPEC_CACHE_REPO"], c.want)
+			}
+		})
+	}
+	noPush := job.DeepCopy()
+	noPush.Spec.PushSecret = ""
+	if got := newFixture(t, Options{}).be.CacheRepository(noPush); got != "" {
+		t.Errorf("without push credentials: %q", got)
 	}
 }

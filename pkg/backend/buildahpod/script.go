@@ -88,6 +88,12 @@ set --
 if [ -n "${IMAGESPEC_IMAGE_LABEL:-}" ]; then set -- --label "$IMAGESPEC_IMAGE_LABEL"; fi
 case $nproc in ''|unlimited) ;; *) set -- "$@" --ulimit "nproc=$nproc:$nproc" ;; esac
 case $nofile in ''|unlimited) ;; *) set -- "$@" --ulimit "nofile=$nofile:$nofile" ;; esac
+# The layer cache in the registry: steps whose cache image is there are
+# pulled instead of run, and new ones pushed. The base image is already
+# local (--pull=never), so the push credentials serve only the cache.
+if [ -n "${IMAGESPEC_CACHE_REPO:-}" ] && [ -n "$push_auth" ]; then
+  set -- "$@" --authfile "$push_auth" --cache-from "$IMAGESPEC_CACHE_REPO" --cache-to "$IMAGESPEC_CACHE_REPO"
+fi
 stage build 12 buildah bud "$@" --layers --pull=never --isolation chroot --format oci \
   --build-arg "IMAGESPEC_BASE_USER=$base_user" -f "$dockerfile" -t "$IMAGESPEC_TARGET_IMAGE" "$work/context"
 
