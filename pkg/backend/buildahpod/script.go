@@ -37,7 +37,14 @@ stage() {
   shift 2
   { "$@"; echo "$?" >"$work/rc"; } 2>&1 | tee "$work/$name.log"
   rc=$(cat "$work/rc" 2>/dev/null || echo 255)
-  if [ "$rc" != 0 ]; then fail "$name" "$code" "$rc" "$work/$name.log"; fi
+  if [ "$rc" != 0 ]; then
+    # The build pushes its layer cache: a push refused there is the push
+    # stage's failure (credentials), whatever step met it.
+    if [ "$name" = build ] && grep -q 'failed pushing cache to' "$work/$name.log"; then
+      fail push 13 "$rc" "$work/$name.log"
+    fi
+    fail "$name" "$code" "$rc" "$work/$name.log"
+  fi
 }
 
 for v in IMAGESPEC_BASE_IMAGE IMAGESPEC_TARGET_IMAGE IMAGESPEC_DOCKERFILE_DIR; do
