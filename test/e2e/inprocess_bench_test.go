@@ -220,7 +220,7 @@ func BenchmarkInprocessRebuildAddPip(b *testing.B) {
 		updateSpec(b, c, ns, name, func(s *v1alpha1.ImageSpecSpec) { s.Packages.Pip = append(s.Packages.Pip, extra) })
 		second := waitFinal(b, c, ns, name, first.Name)
 		rebuild += time.Since(start)
-		if strings.Contains(second.Status.Message, "2 of 4 steps from cache") {
+		if strings.Contains(second.Status.Message, "2 of 5 steps from cache") {
 			cachedSteps++
 		}
 	}

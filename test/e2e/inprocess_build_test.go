@@ -100,8 +100,8 @@ func TestInprocessRebuildReusesLayers(t *testing.T) {
 		t.Errorf("pip layer unchanged after adding a package")
 	}
 	// USER 0:0 and the apt RUN come from the cache.
-	if !strings.Contains(second.Status.Message, "2 of 4 steps from cache") {
-		t.Errorf("message %q: want 2 of 4 steps from cache", second.Status.Message)
+	if !strings.Contains(second.Status.Message, "2 of 5 steps from cache") {
+		t.Errorf("message %q: want 2 of 5 steps from cache (USER and apt; then pip, USER, the revision label)", second.Status.Message)
 	}
 }
 

@@ -25,10 +25,12 @@ func TestInprocessReproducible(t *testing.T) {
 	var created [][]string
 	for i := 0; i < 2; i++ {
 		ns := NewNamespace(t)
+		appOpts := env.DefaultOptions(ns, env.Settings)
 		opts := env.InprocessOptions()
 		opts.StorageDir = filepath.Join(t.TempDir(), "storage")
 		opts.Reproducible = true
-		c := StartController(t, env.DefaultOptions(ns, env.Settings), func(clients *app.Clients) (backend.Backend, func(), error) {
+		opts.Pulls = appOpts.Controller.PullScope()
+		c := StartController(t, appOpts, func(clients *app.Clients) (backend.Backend, func(), error) {
 			be, err := inprocess.New(opts, clients.Kube)
 			if err != nil {
 				return nil, nil, err

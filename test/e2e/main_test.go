@@ -31,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -390,9 +391,10 @@ func (e *Env) DefaultOptions(namespace string, s config.Settings) app.Options {
 		QPS:       -1,
 		Controller: controller.Options{
 			Registry: s.Registry,
-			// Every test's base images are under base/, shared as an
+			// Every test's base images are under base/ (of the shared
+			// registry, or of the registry s names), shared as an
 			// operator shares curated bases.
-			SharedRepositories: []string{e.Registry.Host + "/base"},
+			SharedRepositories: sharedBases(e.Registry.Host, s.Registry.Host),
 			RegistryCertDir:    e.CertsDir,
 			// Tests of one run share a registry and often build the same
 			// spec name and inputs (so the same target) in namespaces of
@@ -408,6 +410,17 @@ func (e *Env) DefaultOptions(namespace string, s config.Settings) app.Options {
 			FailedHistoryLimit:    5,
 		},
 	}
+}
+
+// sharedBases is base/ of each registry host, once.
+func sharedBases(hosts ...string) []string {
+	var out []string
+	for _, h := range hosts {
+		if h != "" && !slices.Contains(out, h+"/base") {
+			out = append(out, h+"/base")
+		}
+	}
+	return out
 }
 
 // StartController runs a controller with backend be (made from clients by
