@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -12,6 +13,9 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 )
+
+// builtCheckTimeout bounds the registry read of finishIfBuilt.
+const builtCheckTimeout = 10 * time.Second
 
 // uidMarks remembers, per job key, the UID of the job last marked, so a
 // job recreated under the same name is a new job.
@@ -52,7 +56,11 @@ func (c *Controller) finishIfBuilt(ctx context.Context, key cache.ObjectName, jo
 	if c.findBuilt == nil || c.builtChecked.has(key, job.UID) {
 		return false, nil
 	}
-	img, found, err := c.findBuilt(ctx, job.Spec.TargetImage)
+	// A registry that does not answer must not hold a worker: the job
+	// then just builds.
+	readCtx, cancel := context.WithTimeout(ctx, builtCheckTimeout)
+	img, found, err := c.findBuilt(readCtx, job.Spec.TargetImage)
+	cancel()
 	if err != nil {
 		klog.FromContext(ctx).V(2).Info("Could not look for an already built image; building", "image", job.Spec.TargetImage, "err", c.redact(err.Error()))
 	}

@@ -36,7 +36,10 @@ func TestAlreadyBuilt(t *testing.T) {
 			var asked string
 			opts := defaultOptions()
 			opts.BuildExisting = false
-			opts.FindBuilt = func(_ context.Context, target string) (builtimage.Image, bool, error) {
+			opts.FindBuilt = func(ctx context.Context, target string) (builtimage.Image, bool, error) {
+				if _, bounded := ctx.Deadline(); !bounded {
+					t.Error("the registry read has no deadline")
+				}
 				reads.Add(1)
 				asked = target
 				return builtimage.Image{Digest: digest, BaseDigest: baseDigest1}, c.found, c.err
