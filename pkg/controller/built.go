@@ -69,8 +69,13 @@ func (c *Controller) finishIfBuilt(ctx context.Context, key cache.ObjectName, jo
 		return false, nil
 	}
 	if started(job) {
-		if _, err := c.boundedCancel(ctx, job); err != nil {
+		giveUp, err := c.boundedCancel(ctx, job)
+		if err != nil && !giveUp {
 			return true, fmt.Errorf("%s backend: stopping the build of an image that is already built: %w", c.backend.Name(), err)
+		}
+		if err != nil {
+			// The image is there whatever that build does: finish.
+			klog.FromContext(ctx).Error(err, "Stopping the build of an already built image was not confirmed; finishing the job anyway", "timeout", c.opts.CancelTimeout)
 		}
 	}
 	c.slots.unreserve(key)
