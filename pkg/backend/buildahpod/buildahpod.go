@@ -180,7 +180,7 @@ func ownedBy(obj metav1.Object, job *v1alpha1.ImageSpecJob) bool {
 // find the pod they made instead of making another.
 func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
 	ns, name := b.podRef(job)
-	pod, err := b.getPod(ctx, ns, name, job.Status.PodName == name)
+	pod, err := b.getPod(ctx, ns, name)
 	if err != nil {
 		return backend.Status{}, err
 	}
@@ -221,20 +221,14 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	return b.create(ctx, job)
 }
 
-// getPod reads the pod from the cache, then, when the job has recorded it
-// (recorded), from the API server: the cache may not have a pod created a
-// moment ago yet, and a recorded pod missing from both is gone. A pod the
-// job never recorded is not read live: creating it tolerates one that
-// exists, so a new build costs no GET that answers 404.
-func (b *Backend) getPod(ctx context.Context, namespace, name string, recorded bool) (*corev1.Pod, error) {
+// getPod reads the pod from the cache, then from the API server: the cache
+// may not have a pod created a moment ago yet.
+func (b *Backend) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	pod, err := b.pods.Pods(namespace).Get(name)
 	if err == nil {
 		return pod, nil
 	}
-	if !apierrors.IsNotFound(err) || !recorded {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
+	if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
 	pod, err = b.kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})

@@ -670,28 +670,3 @@ func TestCacheRepository(t *testing.T) {
 		t.Errorf("without push credentials: %q", got)
 	}
 }
-
-// A new build reads its pod from the cache only: creating it tolerates
-// one that exists, so no GET answering 404 precedes every new pod.
-func TestNewBuildReadsNoPodLive(t *testing.T) {
-	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
-	f.kube.ClearActions()
-	if _, err := f.be.Ensure(context.Background(), testJob("myspec-abc123")); err != nil {
-		t.Fatal(err)
-	}
-	created := false
-	for _, a := range f.kube.Actions() {
-		if a.GetResource().Resource != "pods" {
-			continue
-		}
-		switch a.GetVerb() {
-		case "get":
-			t.Errorf("a live GET of the pod for a new build")
-		case "create":
-			created = true
-		}
-	}
-	if !created {
-		t.Error("no pod created")
-	}
-}
