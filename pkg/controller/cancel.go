@@ -28,44 +28,45 @@ const (
 	errorStatusInterval = 10 * time.Second
 )
 
-// timeMarks remembers a time per job: when cancelling began, when an
-// error was last written to status.
-type timeMarks struct {
+// jobMarks remembers a value per job key: when cancelling began, when an
+// error was last written to status, which job (by UID) was looked for in
+// the registry.
+type jobMarks[V any] struct {
 	mu sync.Mutex
-	m  map[cache.ObjectName]time.Time
+	m  map[cache.ObjectName]V
 }
 
-func (t *timeMarks) get(key cache.ObjectName) (time.Time, bool) {
+func (t *jobMarks[V]) get(key cache.ObjectName) (V, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	v, ok := t.m[key]
 	return v, ok
 }
 
-// firstOr stores now unless a time is stored, and returns the stored one.
-func (t *timeMarks) firstOr(key cache.ObjectName, now time.Time) time.Time {
+// firstOr stores v unless a value is stored, and returns the stored one.
+func (t *jobMarks[V]) firstOr(key cache.ObjectName, v V) V {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
-		t.m = map[cache.ObjectName]time.Time{}
+		t.m = map[cache.ObjectName]V{}
 	}
-	if v, ok := t.m[key]; ok {
-		return v
+	if stored, ok := t.m[key]; ok {
+		return stored
 	}
-	t.m[key] = now
-	return now
+	t.m[key] = v
+	return v
 }
 
-func (t *timeMarks) set(key cache.ObjectName, now time.Time) {
+func (t *jobMarks[V]) set(key cache.ObjectName, v V) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
-		t.m = map[cache.ObjectName]time.Time{}
+		t.m = map[cache.ObjectName]V{}
 	}
-	t.m[key] = now
+	t.m[key] = v
 }
 
-func (t *timeMarks) forget(key cache.ObjectName) {
+func (t *jobMarks[V]) forget(key cache.ObjectName) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.m, key)

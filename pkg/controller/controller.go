@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -153,16 +154,16 @@ type Controller struct {
 	now      func() time.Time
 
 	// cancelling: when this process first tried to cancel a job's build.
-	cancelling timeMarks
+	cancelling jobMarks[time.Time]
 	// errorWrites: when an error was last written to a job's status.
-	errorWrites timeMarks
+	errorWrites jobMarks[time.Time]
 	// baseTracker checks tracked base images; nil when tracking is off.
 	baseTracker *basetrack.Tracker
 	// findBuilt reads a target image from the registry; nil with
 	// Options.BuildExisting. builtChecked: the job (by UID) whose target
 	// this process already looked for, so each job costs one read.
 	findBuilt    func(ctx context.Context, target string) (builtimage.Image, bool, error)
-	builtChecked uidMarks
+	builtChecked jobMarks[types.UID]
 }
 
 // New wires the controller to its informers. secretInformer must come from a
