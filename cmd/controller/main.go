@@ -237,7 +237,7 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 	if err != nil {
 		return err
 	}
-	be, err := newBackend(ctx, f, clients, settings)
+	be, err := newBackend(ctx, f, clients, pulls)
 	if err != nil {
 		return err
 	}
@@ -280,11 +280,9 @@ func pullScope(f flags) (credentials.PullScope, error) {
 	return credentials.PullScope{Layout: layout, Shared: shared}, nil
 }
 
-func newBackend(ctx context.Context, f flags, clients *app.Clients, _ config.Settings) (backend.Backend, error) {
-	pulls, err := pullScope(f)
-	if err != nil {
-		return nil, err
-	}
+// newBackend makes the backend f names; pulls is the controller's pull
+// scope, so builds pull exactly as base image tracking checks.
+func newBackend(ctx context.Context, f flags, clients *app.Clients, pulls credentials.PullScope) (backend.Backend, error) {
 	switch f.backendName {
 	case inprocess.Name:
 		be, err := inprocess.New(inprocess.Options{
