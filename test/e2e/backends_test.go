@@ -337,21 +337,6 @@ func testAlreadyBuilt(t *testing.T, b Backend) {
 		})
 		return job, time.Since(deleted)
 	}
-	eventsOf := func(job *v1alpha1.ImageSpecJob) map[string]int {
-		t.Helper()
-		events, err := c.Clients.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		count := map[string]int{}
-		for _, e := range events.Items {
-			if e.InvolvedObject.UID == job.UID {
-				count[e.Reason] += int(max(e.Count, 1))
-			}
-		}
-		return count
-	}
-
 	again, took := recreate(built)
 	// Measured from the delete: the controller recreates the job, finds
 	// its image and finishes it (polled every 100 ms).
@@ -360,7 +345,7 @@ func testAlreadyBuilt(t *testing.T, b Backend) {
 		again.Status.Digest != built.Status.Digest || again.Status.Image != built.Status.Image || again.Status.PodName != "" {
 		t.Errorf("recreated job: %+v, want AlreadyBuilt with %s@%s and no pod", again.Status, built.Status.Image, built.Status.Digest)
 	}
-	if ev := eventsOf(again); ev[v1alpha1.EventBuildStarted] != 0 || ev[v1alpha1.EventBuildSucceeded] != 1 {
+	if ev := jobEventCounts(t, c.Clients.Kube, again); ev[v1alpha1.EventBuildStarted] != 0 || ev[v1alpha1.EventBuildSucceeded] != 1 {
 		t.Errorf("events of the recreated job %v, want one %s and no %s", ev, v1alpha1.EventBuildSucceeded, v1alpha1.EventBuildStarted)
 	}
 	if is := getSpec(t, c, ns, name); is.Status.Image != built.Status.Image || is.Status.PinnedImage != built.Status.Image[:strings.LastIndex(built.Status.Image, ":")]+"@"+built.Status.Digest {

@@ -149,7 +149,7 @@ func TestInCluster(t *testing.T) {
 	if err != nil || after.UID != before.UID {
 		t.Errorf("build pod %s: UID %s before the handover, %v after (err %v): the build was started again", podName, before.UID, uidOf(after), err)
 	}
-	count := jobEventCounts(t, p, ns, job.Name)
+	count := jobEventCounts(t, p.Kube, job)
 	for _, reason := range []string{v1alpha1.EventBuildStarted, v1alpha1.EventBuildSucceeded} {
 		if count[reason] != 1 {
 			t.Errorf("%d %s events for job %s, want exactly 1 (events: %v)", count[reason], reason, job.Name, count)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 )
@@ -61,7 +62,7 @@ func TestBuildahPodFaults(t *testing.T) {
 				t.Errorf("build pod %s: UID %s before, %v after (err %v): the build was started again", podName, pod.UID, uidOf(after), err)
 			}
 			requireJobCount(t, c, ns, map[string]int{"steady": 1})
-			count := jobEventCounts(t, p, ns, job.Name)
+			count := jobEventCounts(t, p.Kube, job)
 			for _, reason := range []string{v1alpha1.EventBuildStarted, v1alpha1.EventBuildSucceeded} {
 				if count[reason] != 1 {
 					t.Errorf("%d %s events for job %s, want exactly 1 (events: %v)", count[reason], reason, job.Name, count)
@@ -71,16 +72,17 @@ func TestBuildahPodFaults(t *testing.T) {
 	}
 }
 
-// jobEventCounts counts the events of a job by reason.
-func jobEventCounts(t *testing.T, p *PodEnv, ns, job string) map[string]int {
+// jobEventCounts counts the events of a job by reason: of this job (by
+// UID), not of an earlier one of the same name.
+func jobEventCounts(t *testing.T, kube kubernetes.Interface, job *v1alpha1.ImageSpecJob) map[string]int {
 	t.Helper()
-	events, err := p.Kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	events, err := kube.CoreV1().Events(job.Namespace).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	count := map[string]int{}
 	for _, e := range events.Items {
-		if e.InvolvedObject.Name == job {
+		if e.InvolvedObject.UID == job.UID {
 			count[e.Reason] += int(max(e.Count, 1))
 		}
 	}
