@@ -62,6 +62,9 @@ type flags struct {
 	pipExtraIndexURLs, pipTrustedHosts stringList
 	condaChannels                      stringList
 
+	supplyChain      bool
+	signingKeySecret string
+
 	inprocess  inprocessFlags
 	buildahpod buildahpodFlags
 }
@@ -124,6 +127,8 @@ func main() {
 	flag.IntVar(&f.succeededHistory, "succeeded-history-limit", 5, "Succeeded jobs kept per ImageSpec (the one that built status.image is always kept).")
 	flag.IntVar(&f.failedHistory, "failed-history-limit", 5, "Failed and cancelled jobs kept per ImageSpec.")
 	flag.BoolVar(&f.buildExisting, "build-existing-images", false, "Build every job even when its target image is already in the registry with its revision's label; by default such a job ends Succeeded (reason AlreadyBuilt) after one manifest read, without a build.")
+	flag.BoolVar(&f.supplyChain, "supply-chain", true, "Attach to every pushed image an SPDX 2.3 SBOM read from its dpkg, pip and conda records and an in-toto SLSA v1 provenance statement, as OCI artifacts whose subject is the image (referrers API, or the tag sha256-<digest hex> where the registry lacks it); status.supplyChain says where. A job whose attachments fail ends Failed (reason SupplyChainFailed).")
+	flag.StringVar(&f.signingKeySecret, "signing-key-secret", "", "[namespace/]name of a Secret with a sigstore (cosign) private key under cosign.key and its passphrase under cosign.password (as cosign generate-key-pair k8s://<namespace>/<name> or hack/signing-key write it): every pushed image gets a sigstore signature, stored as a cosign-compatible attachment. The namespace defaults to $POD_NAMESPACE. Empty signs nothing.")
 	flag.BoolVar(&f.trackBaseImages, "track-base-images", false, "Track the base image of every ImageSpec that leaves spec.trackBaseImage unset: when its tag moves to a new digest, build one new revision (cause BaseImageUpdate).")
 	flag.DurationVar(&f.baseImageInterval, "base-image-check-interval", time.Hour, "How often base image tracking checks a base image tag: one manifest request per distinct base image (and pull Secret) however many ImageSpecs use it; failed checks back off up to 8 intervals. 0 turns tracking off, also for ImageSpecs that ask for it.")
 	flag.StringVar(&f.aptMirror, "apt-mirror", "", "Replace the archive URL of base images' apt sources, for clusters without internet access.")
@@ -236,6 +241,17 @@ func run(ctx context.Context, f flags, ops opsFlags) error {
 	clients, err := app.NewClients(restCfg, opts)
 	if err != nil {
 		return err
+	}
+	opts.Controller.SupplyChain = f.supplyChain
+	if f.signingKeySecret != "" {
+		if !f.supplyChain {
+			return fmt.Errorf("--signing-key-secret needs --supply-chain")
+		}
+		key, err := app.ReadSigningKey(ctx, clients.Kube, f.signingKeySecret)
+		if err != nil {
+			return fmt.Errorf("--signing-key-secret: %w", err)
+		}
+		opts.Controller.SupplyChainSigning = key
 	}
 	be, err := newBackend(ctx, f, clients, pulls)
 	if err != nil {

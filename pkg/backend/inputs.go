@@ -1,6 +1,8 @@
 package backend
 
 import (
+	"strings"
+
 	"github.com/containers/image/v5/docker/reference"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -69,4 +71,21 @@ func ImageLabel(job *v1alpha1.ImageSpecJob) string {
 		return names.ImageRevisionLabel + "=" + rev
 	}
 	return ""
+}
+
+// BuildLayers is how many layers a job's build adds on top of its base
+// image: one per RUN step of its Dockerfile (both backends build with
+// --layers; USER and LABEL steps add none).
+func BuildLayers(job *v1alpha1.ImageSpecJob) (int, error) {
+	df, err := dockerfile.Render(JobInputs(job))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(df), "\n") {
+		if strings.HasPrefix(line, "RUN ") {
+			n++
+		}
+	}
+	return n, nil
 }

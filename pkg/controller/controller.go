@@ -39,6 +39,7 @@ import (
 	listers "github.com/imagespec/imagespec-controller/pkg/generated/listers/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/names"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
+	"github.com/imagespec/imagespec-controller/pkg/supplychain"
 )
 
 // The names the controller puts on objects live in pkg/names, which the
@@ -84,6 +85,12 @@ type Options struct {
 	BuildExisting bool
 	// FindBuilt replaces the registry read of that check (tests).
 	FindBuilt func(ctx context.Context, target string) (builtimage.Image, bool, error)
+	// SupplyChain attaches an SBOM and SLSA provenance to every pushed
+	// image, and a sigstore signature when SupplyChainSigning has a key.
+	SupplyChain        bool
+	SupplyChainSigning SigningKey
+	// Attest replaces the registry work of the supply chain (tests).
+	Attest func(ctx context.Context, s supplychain.Subject) (supplychain.Result, error)
 	// PushSecretName is the Secret holding push credentials. The controller
 	// writes it into every namespace that builds, unless ExistingPushSecret.
 	PushSecretName string
@@ -126,6 +133,18 @@ func (o Options) ownAuths() credentials.Auths {
 	return own
 }
 
+// SigningKey is a sigstore (cosign) encrypted private key in PEM and its
+// passphrase.
+type SigningKey struct {
+	Key, Passphrase []byte
+}
+
+// BuilderID is the SLSA builder.id of the controller's builds with a
+// backend.
+func BuilderID(backendName string) string {
+	return "https://github.com/imagespec/imagespec-controller/backends/" + backendName
+}
+
 // PullScope is how builds pull base images under these options: the push
 // credentials only for an ImageSpec's own images and the shared
 // repositories. The backends take the same value.
@@ -164,6 +183,9 @@ type Controller struct {
 	// this process already looked for, so each job costs one read.
 	findBuilt    func(ctx context.Context, target string) (builtimage.Image, bool, error)
 	builtChecked jobMarks[types.UID]
+	// attestImage attaches a pushed image's SBOM, provenance and
+	// signature; nil without Options.SupplyChain.
+	attestImage func(ctx context.Context, s supplychain.Subject) (supplychain.Result, error)
 }
 
 // New wires the controller to its informers. secretInformer must come from a
@@ -217,6 +239,27 @@ func New(ctx context.Context,
 		if c.findBuilt == nil {
 			r := &builtimage.Registry{Auths: opts.ownAuths(), CertDir: opts.RegistryCertDir, Insecure: opts.InsecureRegistries}
 			c.findBuilt = r.Find
+		}
+	}
+	if opts.SupplyChain {
+		c.attestImage = opts.Attest
+		if c.attestImage == nil {
+			a, err := supplychain.New(supplychain.Options{
+				Auths:      opts.ownAuths(),
+				CertDir:    opts.RegistryCertDir,
+				Insecure:   opts.InsecureRegistries,
+				BuilderID:  BuilderID(be.Name()),
+				Tool:       ComponentName,
+				SigningKey: opts.SupplyChainSigning.Key,
+				Passphrase: opts.SupplyChainSigning.Passphrase,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("supply chain: %w", err)
+			}
+			if signs, fp := a.Signs(); signs {
+				logger.Info("Signing pushed images", "key", fp)
+			}
+			c.attestImage = a.Attest
 		}
 	}
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)

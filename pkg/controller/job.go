@@ -115,7 +115,11 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		msg := c.redact(fmt.Sprintf("The %s backend cannot start the build (will retry): %v", c.backend.Name(), err))
 		return c.reportPendingError(ctx, job, v1alpha1.ReasonBackendError, msg, fmt.Errorf("%s backend: %w", c.backend.Name(), err))
 	}
+	sc := c.attest(ctx, job, &bs, c.backend.Name())
 	applyBackendStatus(status, bs, job, c.backend.Name(), now)
+	if sc != nil {
+		status.SupplyChain = sc
+	}
 	if err := c.updateJobStatus(ctx, job, status); err != nil {
 		return err
 	}

@@ -48,6 +48,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &primehubv1alpha1.PackagesApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("PackageSources"):
 		return &primehubv1alpha1.PackageSourcesApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("SupplyChainStatus"):
+		return &primehubv1alpha1.SupplyChainStatusApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("TrackedBaseImage"):
 		return &primehubv1alpha1.TrackedBaseImageApplyConfiguration{}
 

@@ -28,6 +28,7 @@ const (
 	ReasonCancelIncomplete       = "CancelIncomplete"
 	ReasonRejected               = "Rejected"
 	ReasonAlreadyBuilt           = "AlreadyBuilt"
+	ReasonSupplyChainFailed      = "SupplyChainFailed"
 )
 
 // Event reasons besides the status reasons that are also events
@@ -91,6 +92,7 @@ var Reasons = []ReasonDoc{
 	{ReasonImageSpecDeleted, []ReasonKind{KindStatus}, "Cancelled: the ImageSpec was deleted; stopped before garbage collection"},
 	{ReasonCancelIncomplete, []ReasonKind{KindStatus, KindEvent}, "Cancelled (Failed after a timeout): stopping was not confirmed within --cancel-timeout; the event names what may be left"},
 	{ReasonAlreadyBuilt, []ReasonKind{KindStatus}, "Succeeded without a build: the target image was already in the registry with this revision's label (a recreated job, a reverted spec, a push whose status was not written); status.digest is the registry's"},
+	{ReasonSupplyChainFailed, []ReasonKind{KindStatus}, "Failed: the image was pushed, but its SBOM, provenance or signature could not be made or attached (see status.message); the image stays in the registry, a new job of the revision attaches them without a build"},
 	{ReasonRejected, []ReasonKind{KindStatus}, "Failed: the job is not one the controller made for its ImageSpec (owner, target image, push Secret or repository prefix differ); never built"},
 	{EventJobCreated, []ReasonKind{KindEvent}, "a job was created, with its cause"},
 	{EventJobNameTaken, []ReasonKind{KindEvent}, "a job of the deterministic name exists and is not the ImageSpec's"},

@@ -327,6 +327,11 @@ type ImageSpecJobStatus struct {
 	// +optional
 	BaseImageDigest string `json:"baseImageDigest,omitempty"`
 
+	// SupplyChain says where the image's SBOM, provenance and signature
+	// are: artifacts attached to status.digest in the image's repository.
+	// +optional
+	SupplyChain *SupplyChainStatus `json:"supplyChain,omitempty"`
+
 	// Reason is a machine-readable cause of the current phase, for example
 	// Queued, BuildFailed, PushFailed, Timeout, Cancelled or Superseded.
 	// +optional
@@ -357,6 +362,32 @@ type ImageSpecJobStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// SupplyChainStatus locates what the controller attached to a pushed image.
+// Each artifact is an OCI manifest whose subject is the image, pushed to the
+// image's repository: registries with the OCI 1.1 referrers API list it
+// there, others under the fallback tag sha256-<image digest hex>.
+type SupplyChainStatus struct {
+	// SBOM is the manifest digest of the SPDX 2.3 JSON document listing
+	// every package in the image, read from dpkg's, pip's and conda's own
+	// records.
+	// +optional
+	SBOM string `json:"sbom,omitempty"`
+
+	// SBOMPackages is how many packages the SBOM lists.
+	// +optional
+	SBOMPackages int32 `json:"sbomPackages,omitempty"`
+
+	// Provenance is the manifest digest of the in-toto statement with a
+	// SLSA v1 provenance predicate.
+	// +optional
+	Provenance string `json:"provenance,omitempty"`
+
+	// SignedBy is the SHA-256 fingerprint of the public key whose sigstore
+	// signature the image carries; empty when no signing key is set.
+	// +optional
+	SignedBy string `json:"signedBy,omitempty"`
+}
+
 // +genclient
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 // +kubebuilder:object:root=true
@@ -368,6 +399,8 @@ type ImageSpecJobStatus struct {
 // +kubebuilder:printcolumn:name="Cause",type="string",JSONPath=".spec.cause",description="Why the job was created"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 // +kubebuilder:printcolumn:name="Change",type="string",JSONPath=".spec.causeMessage",priority=1,description="What changed"
+// +kubebuilder:printcolumn:name="Packages",type="integer",JSONPath=".status.supplyChain.sbomPackages",priority=1,description="Packages the SBOM lists"
+// +kubebuilder:printcolumn:name="Signed",type="string",JSONPath=".status.supplyChain.signedBy",priority=1,description="Fingerprint of the signing key"
 
 // ImageSpecJob builds one revision of an ImageSpec and pushes it.
 type ImageSpecJob struct {

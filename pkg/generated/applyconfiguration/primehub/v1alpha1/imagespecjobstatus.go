@@ -46,6 +46,9 @@ type ImageSpecJobStatusApplyConfiguration struct {
 	// BaseImageDigest is the digest of the base image the build used, so a
 	// build can be traced to the exact base even when its tag moved.
 	BaseImageDigest *string `json:"baseImageDigest,omitempty"`
+	// SupplyChain says where the image's SBOM, provenance and signature
+	// are: artifacts attached to status.digest in the image's repository.
+	SupplyChain *SupplyChainStatusApplyConfiguration `json:"supplyChain,omitempty"`
 	// Reason is a machine-readable cause of the current phase, for example
 	// Queued, BuildFailed, PushFailed, Timeout, Cancelled or Superseded.
 	Reason *string `json:"reason,omitempty"`
@@ -121,6 +124,14 @@ func (b *ImageSpecJobStatusApplyConfiguration) WithDigest(value string) *ImageSp
 // If called multiple times, the BaseImageDigest field is set to the value of the last call.
 func (b *ImageSpecJobStatusApplyConfiguration) WithBaseImageDigest(value string) *ImageSpecJobStatusApplyConfiguration {
 	b.BaseImageDigest = &value
+	return b
+}
+
+// WithSupplyChain sets the SupplyChain field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the SupplyChain field is set to the value of the last call.
+func (b *ImageSpecJobStatusApplyConfiguration) WithSupplyChain(value *SupplyChainStatusApplyConfiguration) *ImageSpecJobStatusApplyConfiguration {
+	b.SupplyChain = value
 	return b
 }
 
