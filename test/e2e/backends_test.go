@@ -73,6 +73,7 @@ var scenarios = []struct {
 	{"PrivateBaseImage", testPrivateBaseImage},
 	{"PullScope", testPullScope},
 	{"AlreadyBuilt", testAlreadyBuilt},
+	{"SupplyChain", testSupplyChain},
 }
 
 // TestBackends runs each scenario against each backend:

@@ -401,6 +401,8 @@ func (e *Env) DefaultOptions(namespace string, s config.Settings) app.Options {
 			// their own: each build must happen. TestBackends/<backend>/
 			// AlreadyBuilt turns the check on.
 			BuildExisting: true,
+			// As shipped: every pushed image gets its SBOM and provenance.
+			SupplyChain: true,
 			Sources: dockerfile.Sources{
 				PipIndexURL:     e.PyPI.URL(),
 				PipTrustedHosts: []string{e.PyPI.Addr()},

@@ -83,8 +83,22 @@ func EnsureBinaries(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	script := filepath.Join(root, "hack", "install-kube-binaries.sh")
-	cmd := exec.CommandContext(ctx, "bash", script)
+	dir, err := RunHackScript(ctx, root, "install-kube-binaries.sh")
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("install-kube-binaries.sh printed no bin directory")
+	}
+	return dir, nil
+}
+
+// RunHackScript runs hack/<script> of the repository at root, with its
+// progress on stderr, and returns the last line it printed to stdout (the
+// install scripts print what they installed there).
+func RunHackScript(ctx context.Context, root, script string, args ...string) (string, error) {
+	path := filepath.Join(root, "hack", script)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{path}, args...)...)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
@@ -92,12 +106,8 @@ func EnsureBinaries(ctx context.Context) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s: %w", script, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	dir := strings.TrimSpace(lines[len(lines)-1])
-	if dir == "" || !filepath.IsAbs(dir) {
-		return "", fmt.Errorf("%s printed no bin directory", script)
-	}
-	return dir, nil
+	return strings.TrimSpace(lines[len(lines)-1]), nil
 }
