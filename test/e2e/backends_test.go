@@ -18,6 +18,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 	"github.com/imagespec/imagespec-controller/pkg/names"
 	"github.com/imagespec/imagespec-controller/pkg/revision"
+	"github.com/imagespec/imagespec-controller/pkg/supplychain"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
 	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
@@ -146,6 +147,21 @@ true
 		if strings.Contains(out, bad) {
 			t.Errorf("the build left files the notebook user does not own or its group cannot write:\n%s", out)
 			break
+		}
+	}
+
+	// The SBOM has conda's record of what conda installed, marked as
+	// requested, with the version the stand-in resolved.
+	if job.Status.SupplyChain == nil {
+		t.Fatal("no status.supplyChain")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	repo := job.Status.Image[:strings.LastIndex(job.Status.Image, ":")]
+	doc := string(fetchArtifact(t, ctx, env, repo, job.Status.SupplyChain.SBOM, job.Status.Digest))
+	for _, want := range []string{`"pkg:conda/tensorflow@1.13.1?`, supplychain.RequestedPrefix + "spec.packages.conda[0]: tensorflow=1.13*"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("the SBOM lacks %s", want)
 		}
 	}
 }
