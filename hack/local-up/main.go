@@ -193,11 +193,11 @@ func run(ctx context.Context, o options) (built *v1alpha1.ImageSpec, err error) 
 	if err := runCmd(ctx, root, nil, kubectl, "--kubeconfig", kubeconfig, "apply", "-f", example); err != nil {
 		return nil, err
 	}
-	spec, err := waitForBuild(ctx, kubeconfig, "default", "hello-python", o.buildTimeout, controllerLog)
+	spec, job, err := waitForBuild(ctx, kubeconfig, "default", "hello-python", o.buildTimeout, controllerLog)
 	if err != nil {
 		return nil, err
 	}
-	printSummary(spec, kubectl, kubeconfig, logDir, controllerLog)
+	printSummary(spec, job, kubectl, kubeconfig, logDir, controllerLog)
 	if o.exitAfterBuild {
 		return spec, nil
 	}
@@ -246,14 +246,16 @@ func startController(bin, logPath string, args ...string) (func(), error) {
 	}, nil
 }
 
-func waitForBuild(ctx context.Context, kubeconfig, ns, name string, timeout time.Duration, controllerLog string) (*v1alpha1.ImageSpec, error) {
+// waitForBuild waits until the ImageSpec is Ready and returns it with the
+// job that built it.
+func waitForBuild(ctx context.Context, kubeconfig, ns, name string, timeout time.Duration, controllerLog string) (*v1alpha1.ImageSpec, *v1alpha1.ImageSpecJob, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, err := clientset.NewForConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	logf("waiting for ImageSpec %s/%s to build (the first build also pulls the base image)", ns, name)
 	var spec *v1alpha1.ImageSpec
@@ -281,9 +283,13 @@ func waitForBuild(ctx context.Context, kubeconfig, ns, name string, timeout time
 				fmt.Fprintf(os.Stderr, "--- end of the build log ---\n%s\n", job.Status.LogTail)
 			}
 		}
-		return nil, fmt.Errorf("%w (controller log: %s)", err, controllerLog)
+		return nil, nil, fmt.Errorf("%w (controller log: %s)", err, controllerLog)
 	}
-	return spec, nil
+	job, err := client.PrimehubV1alpha1().ImageSpecJobs(ns).Get(ctx, spec.Status.JobName, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return spec, job, nil
 }
 
 func readyMessage(s *v1alpha1.ImageSpec) string {
@@ -293,16 +299,23 @@ func readyMessage(s *v1alpha1.ImageSpec) string {
 	return string(s.Status.Phase)
 }
 
-func printSummary(spec *v1alpha1.ImageSpec, kubectl, kubeconfig, logDir, controllerLog string) {
+func printSummary(spec *v1alpha1.ImageSpec, job *v1alpha1.ImageSpecJob, kubectl, kubeconfig, logDir, controllerLog string) {
 	digest := ""
 	if i := strings.LastIndex(spec.Status.PinnedImage, "@"); i >= 0 {
 		digest = spec.Status.PinnedImage[i+1:]
 	}
+	sbom, provenance := "none", "none"
+	if sc := job.Status.SupplyChain; sc != nil {
+		sbom = fmt.Sprintf("%s (%d packages)", sc.SBOM, sc.SBOMPackages)
+		provenance = sc.Provenance
+	}
 	fmt.Printf(`
 Built %s
-  image:  %s
-  digest: %s
-  pinned: %s
+  image:      %s
+  digest:     %s
+  pinned:     %s
+  sbom:       %s
+  provenance: %s
 
 Look around:
   export KUBECONFIG=%s
@@ -311,6 +324,7 @@ Look around:
   kubectl describe imagespec %s
   kubectl describe imagespecjob %s
   kubectl get imagespecjob %s -o jsonpath='{.status.logTail}'
+  kubectl get imagespecjob %s -o jsonpath='{.status.supplyChain}'
   less %s/%s/%s.log        # the whole build log (inprocess backend)
   less %s                  # the controller's log
 
@@ -318,9 +332,9 @@ Change the spec and watch the rebuild:
   kubectl patch imagespec %s --type=merge -p '{"spec":{"packages":{"pip":["imagespec-hello==1.0","imagespec-util"]}}}'
   kubectl get imagespecjobs -w
 `,
-		spec.Name, spec.Status.Image, digest, spec.Status.PinnedImage,
+		spec.Name, spec.Status.Image, digest, spec.Status.PinnedImage, sbom, provenance,
 		kubeconfig, kubectl,
-		spec.Name, spec.Status.JobName, spec.Status.JobName,
+		spec.Name, spec.Status.JobName, spec.Status.JobName, spec.Status.JobName,
 		logDir, spec.Namespace, spec.Status.JobName, controllerLog,
 		spec.Name)
 }

@@ -362,6 +362,10 @@ func testAlreadyBuilt(t *testing.T, b Backend) {
 		again.Status.Digest != built.Status.Digest || again.Status.Image != built.Status.Image || again.Status.PodName != "" {
 		t.Errorf("recreated job: %+v, want AlreadyBuilt with %s@%s and no pod", again.Status, built.Status.Image, built.Status.Digest)
 	}
+	// Attached anew, unsigned without a key, and no attachment fails.
+	if sc := again.Status.SupplyChain; sc == nil || sc.SBOM == "" || sc.Provenance == "" || sc.SBOMPackages == 0 || sc.SignedBy != "" {
+		t.Errorf("recreated job: status.supplyChain %+v, want the SBOM and provenance, no signature", sc)
+	}
 	if ev := jobEventCounts(t, c.Clients.Kube, again); ev[v1alpha1.EventBuildStarted] != 0 || ev[v1alpha1.EventBuildSucceeded] != 1 {
 		t.Errorf("events of the recreated job %v, want one %s and no %s", ev, v1alpha1.EventBuildSucceeded, v1alpha1.EventBuildStarted)
 	}
