@@ -21,6 +21,7 @@ import (
 	"github.com/imagespec/imagespec-controller/pkg/controller"
 	"github.com/imagespec/imagespec-controller/pkg/supplychain"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
+	"github.com/imagespec/imagespec-controller/test/framework/secretscan"
 	"github.com/imagespec/imagespec-controller/test/framework/skopeo"
 )
 
@@ -227,6 +228,12 @@ python3 -m pip list --format=freeze --disable-pip-version-check 2>/dev/null | se
 	if err := verify(); err != nil {
 		t.Errorf("the signed image does not verify: %v", err)
 	}
+	// Neither the passphrase nor the private key's body reaches logs,
+	// events or the namespace's objects.
+	keyBody := strings.Split(strings.TrimSpace(string(keys.PrivateKey)), "\n")[1]
+	env.ScanSecrets(t, c, ns, nil, RegistryCredential(env.Registry),
+		secretscan.Credential{User: "passphrase", Password: string(passphrase)},
+		secretscan.Credential{User: "key", Password: keyBody})
 	if _, _, err := images.Push(ctx, images.Busybox, env.Registry, strings.TrimPrefix(job.Status.Image, env.Registry.Host+"/")); err != nil {
 		t.Fatal(err)
 	}
