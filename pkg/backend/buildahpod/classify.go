@@ -69,12 +69,19 @@ func classify(pod *corev1.Pod) backend.Status {
 		st.StartTime = &t
 	}
 
-	switch pod.Status.Phase {
-	case corev1.PodSucceeded:
-		var t terminationMessage
-		if ctr != nil && ctr.State.Terminated != nil {
-			t = parseTermination(ctr.State.Terminated.Message)
-		}
+	// The kubelet reports the builder container terminated about a second
+	// before the pod's phase. A container that exited 0 with the pushed
+	// digest in its termination message has succeeded whatever the pod
+	// does next (restartPolicy Never, one container), so that report ends
+	// the job. Failures wait for the pod's phase, which tells an eviction
+	// or a deadline from a failed step.
+	var t terminationMessage
+	if ctr != nil && ctr.State.Terminated != nil {
+		t = parseTermination(ctr.State.Terminated.Message)
+	}
+	exitedWithDigest := ctr != nil && ctr.State.Terminated != nil && ctr.State.Terminated.ExitCode == 0 && t.digest != ""
+	switch {
+	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase != corev1.PodFailed && exitedWithDigest:
 		if t.digest == "" {
 			return failed(st, v1alpha1.ReasonBackendError, fmt.Sprintf("Build pod %s succeeded but reported no image digest in its termination message", pod.Name))
 		}
@@ -83,7 +90,7 @@ func classify(pod *corev1.Pod) backend.Status {
 		st.Digest = t.digest
 		st.BaseImageDigest = t.baseDigest
 		return st
-	case corev1.PodFailed:
+	case pod.Status.Phase == corev1.PodFailed:
 		return classifyFailed(pod, ctr, st)
 	}
 

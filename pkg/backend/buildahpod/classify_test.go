@@ -80,8 +80,12 @@ func TestClassify(t *testing.T) {
 			v1alpha1.JobFailed, v1alpha1.ReasonBackendError, "configmap not found", "", ""},
 		{"running", podIn(corev1.PodRunning, "n1", running), v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "log: kubectl logs -n team spec-1-build", "", ""},
 		// The kubelet reports the container terminated while the pod is
-		// still Running: the job stays Running, never back to Pending.
-		{"exited, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(0, "Completed", "digest=sha256:aaa\n")),
+		// still Running: exit 0 with the pushed digest has succeeded;
+		// anything else stays Running (never back to Pending) until the
+		// pod's phase says what happened.
+		{"pushed, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(0, "Completed", "digest=sha256:aaa\nbaseDigest=sha256:bbb\n")),
+			v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded, "", "sha256:aaa", "sha256:bbb"},
+		{"exited 0 without digest, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(0, "Completed", "")),
 			v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "exited (code 0)", "", ""},
 		{"failed, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(exitBuild, "Error", "stage=build\n")),
 			v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "exited (code 12)", "", ""},

@@ -7,14 +7,18 @@ package buildahpod
 //
 // Stages and what the container reports:
 //   - success: exit 0; the termination message holds "digest=sha256:..."
-//     and "baseDigest=sha256:..." lines.
+//     and "baseDigest=sha256:..." lines, and "started=" and "finished="
+//     with the script's start and end (Unix seconds, to the nanosecond
+//     where date has %N; the kubelet's own times have whole seconds), for
+//     measuring where a build's time goes.
 //   - failure: exit code of the stage (exitSetup, exitPull, exitBuild,
 //     exitPush: 10 to 13); the termination message holds "stage=<stage>",
 //     "exit=<buildah's exit code>" and "error=<the last error line>".
 //
 // Both buildah 1.28 (Debian) and current upstream images run it: it uses
-// POSIX sh, awk, tee, tail, grep and cut only.
+// POSIX sh, awk, tee, tail, grep, cut and date only.
 const buildScript = `set -u
+started=$(date +%s.%N 2>/dev/null || true)
 msg=${IMAGESPEC_TERMINATION_LOG:-/dev/termination-log}
 work=$(mktemp -d)
 
@@ -111,6 +115,6 @@ else
   stage push 13 buildah push --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
 fi
 digest=$(cat "$work/digest")
-printf 'digest=%s\nbaseDigest=%s\n' "$digest" "$base_digest" >"$msg"
+printf 'digest=%s\nbaseDigest=%s\nstarted=%s\nfinished=%s\n' "$digest" "$base_digest" "$started" "$(date +%s.%N 2>/dev/null || true)" >"$msg"
 echo "imagespec: pushed $IMAGESPEC_TARGET_IMAGE@$digest"
 `
