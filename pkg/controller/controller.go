@@ -183,6 +183,9 @@ type Controller struct {
 	// this process already looked for, so each job costs one read.
 	findBuilt    func(ctx context.Context, target string) (builtimage.Image, bool, error)
 	builtChecked jobMarks[types.UID]
+	// pushSecretChecked: when this process last read or wrote the push
+	// Secret of a namespace, without an informer.
+	pushSecretChecked jobMarks[time.Time]
 	// attestImage attaches a pushed image's SBOM, provenance and
 	// signature; nil without Options.SupplyChain.
 	attestImage func(ctx context.Context, s supplychain.Subject) (supplychain.Result, error)

@@ -737,3 +737,53 @@ func TestPushSecretInBuildNamespace(t *testing.T) {
 		}
 	}
 }
+
+// Without a Secret informer the push Secret is read once per
+// pushSecretRecheck, not once per build: a second build within the window
+// sends no request for it; one after the window reads it again and
+// restores a Secret someone changed.
+func TestPushSecretReadOncePerWindow(t *testing.T) {
+	spec := newSpec("app", v1alpha1.Packages{Pip: []string{"requests"}})
+	spec2 := newSpec("other", v1alpha1.Packages{Pip: []string{"numpy"}})
+	opts := defaultOptions()
+	opts.PushSecretNamespace = "builds"
+	f0 := newFixture(t, opts, spec, spec2)
+	job, job2 := f0.jobFor(spec, ""), f0.jobFor(spec2, "")
+	f := newFixture(t, opts, spec, spec2, job, job2)
+	secretRequests := func() int {
+		n := 0
+		for _, a := range f.kube.Actions() {
+			if a.GetResource().Resource == "secrets" {
+				n++
+			}
+		}
+		return n
+	}
+	f.syncJob(job)
+	first := secretRequests()
+	if first == 0 {
+		t.Fatal("the first build did not write the push Secret")
+	}
+	f.syncJob(job2)
+	if got := secretRequests(); got != first {
+		t.Errorf("%d Secret requests for a second build within %v, want none", got-first, pushSecretRecheck)
+	}
+
+	ctx := context.Background()
+	s, err := f.kube.CoreV1().Secrets("builds").Get(ctx, DefaultPushSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Data[corev1.DockerConfigJsonKey] = []byte(`{"auths":{}}`)
+	if _, err := f.kube.CoreV1().Secrets("builds").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	later := testNow.Add(pushSecretRecheck + time.Second)
+	f.ctrl.now = func() time.Time { return later }
+	if err := f.ctrl.ensurePushSecret(ctx, "builds"); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = f.kube.CoreV1().Secrets("builds").Get(ctx, DefaultPushSecretName, metav1.GetOptions{}); err != nil || !strings.Contains(string(s.Data[corev1.DockerConfigJsonKey]), "robot") {
+		t.Errorf("after the window the push Secret was not restored: %v", err)
+	}
+}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/config"
@@ -43,10 +45,33 @@ func (c *Controller) pushSecretData() ([]byte, error) {
 // ensurePushSecret writes the registry credentials into the namespace's
 // push Secret when it is missing or stale. Credentials live only in the
 // Secret's data: not in events, status, logs or errors.
+//
+// Without a Secret informer (one push Secret in the build namespace) the
+// Secret is read at most once per pushSecretRecheck: the backend reads it
+// for every build anyway and fails the build when it is missing, so a
+// read here per build only doubled the requests of a fan-out.
 func (c *Controller) ensurePushSecret(ctx context.Context, namespace string) error {
 	if !c.managesPushSecret() {
 		return nil
 	}
+	key := cache.ObjectName{Namespace: namespace, Name: c.opts.PushSecretName}
+	if c.secretLister == nil {
+		if at, ok := c.pushSecretChecked.get(key); ok && c.now().Sub(at) < pushSecretRecheck {
+			return nil
+		}
+	}
+	err := c.writePushSecret(ctx, namespace)
+	if err == nil {
+		c.pushSecretChecked.set(key, c.now())
+	}
+	return err
+}
+
+// pushSecretRecheck is how long a push Secret read without an informer
+// counts as current.
+const pushSecretRecheck = 30 * time.Second
+
+func (c *Controller) writePushSecret(ctx context.Context, namespace string) error {
 	data, err := c.pushSecretData()
 	if err != nil {
 		return err
