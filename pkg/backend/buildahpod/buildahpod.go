@@ -180,18 +180,12 @@ func ownedBy(obj metav1.Object, job *v1alpha1.ImageSpecJob) bool {
 // find the pod they made instead of making another.
 func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backend.Status, error) {
 	ns, name := b.podRef(job)
-	pod, err := b.getPod(ctx, ns, name)
+	pod, err := b.getPod(ctx, ns, name, job.Status.PodName == name)
 	if err != nil {
 		return backend.Status{}, err
 	}
 	if pod != nil && !ownedBy(pod, job) {
-		// Left by an earlier job of the same name; its deletion event
-		// brings this job back here.
-		if err := b.deleteStale(ctx, pod); err != nil {
-			return backend.Status{}, err
-		}
-		return backend.Status{Phase: v1alpha1.JobPending,
-			Message: fmt.Sprintf("Waiting for pod %s of an earlier job of the same name to be deleted", name)}, nil
+		return b.replaceStale(ctx, pod)
 	}
 	if pod != nil {
 		st := classify(pod)
@@ -221,14 +215,20 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	return b.create(ctx, job)
 }
 
-// getPod reads the pod from the cache, then from the API server: the cache
-// may not have a pod created a moment ago yet.
-func (b *Backend) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+// getPod reads the pod from the cache, then, when the job has recorded it
+// (recorded), from the API server: the cache may not have a pod created a
+// moment ago yet, and a recorded pod missing from both is gone. A pod the
+// job never recorded is not read live: creating it tolerates one that
+// exists, so a new build costs no GET that answers 404.
+func (b *Backend) getPod(ctx context.Context, namespace, name string, recorded bool) (*corev1.Pod, error) {
 	pod, err := b.pods.Pods(namespace).Get(name)
 	if err == nil {
 		return pod, nil
 	}
-	if !apierrors.IsNotFound(err) {
+	if !apierrors.IsNotFound(err) || !recorded {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
 		return nil, err
 	}
 	pod, err = b.kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -236,6 +236,16 @@ func (b *Backend) getPod(ctx context.Context, namespace, name string) (*corev1.P
 		return nil, nil
 	}
 	return pod, err
+}
+
+// replaceStale deletes a pod left by an earlier job of the same name; its
+// deletion event brings this job back here.
+func (b *Backend) replaceStale(ctx context.Context, pod *corev1.Pod) (backend.Status, error) {
+	if err := b.deleteStale(ctx, pod); err != nil {
+		return backend.Status{}, err
+	}
+	return backend.Status{Phase: v1alpha1.JobPending,
+		Message: fmt.Sprintf("Waiting for pod %s of an earlier job of the same name to be deleted", pod.Name)}, nil
 }
 
 func (b *Backend) deleteStale(ctx context.Context, pod *corev1.Pod) error {
@@ -294,6 +304,17 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		// a restart with other settings (a new registry CA): the pod about
 		// to start must read the current ones. Deleted, then made again on
 		// the retry (the controller's role may create and delete them).
+		// An earlier job's pod, which the cache may not show yet (Ensure
+		// reads new pods from the cache only), goes first.
+		if !ownedBy(existing, job) {
+			pod, err := b.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil && !ownedBy(pod, job) {
+				return b.replaceStale(ctx, pod)
+			}
+			if err != nil && !apierrors.IsNotFound(err) {
+				return backend.Status{}, err
+			}
+		}
 		err := b.kube.CoreV1().ConfigMaps(ns).Delete(ctx, name, metav1.DeleteOptions{
 			Preconditions: &metav1.Preconditions{UID: &existing.UID}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -312,7 +333,7 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 			return backend.Status{}, err
 		}
 		if !ownedBy(created, job) {
-			return backend.Status{}, fmt.Errorf("pod %s/%s exists and belongs to another job", ns, name)
+			return b.replaceStale(ctx, created)
 		}
 		return classify(created), nil
 	}

@@ -130,7 +130,13 @@ func TestEnsureCreatesOnePodWithConfigMap(t *testing.T) {
 	if st.Phase != v1alpha1.JobPending || st.PodName != "myspec-abc123-build" {
 		t.Fatalf("status %+v", st)
 	}
-	// Again, as after a failed status write or a restart: no second pod.
+	// Again, as after a restart (the controller recorded the pod) or a
+	// failed status write (it did not: creating again finds the pod): no
+	// second pod.
+	if _, err := f.be.Ensure(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	job.Status.PodName = st.PodName
 	for i := 0; i < 3; i++ {
 		if _, err := f.be.Ensure(ctx, job); err != nil {
 			t.Fatal(err)
@@ -146,8 +152,8 @@ func TestEnsureCreatesOnePodWithConfigMap(t *testing.T) {
 			creates++
 		}
 	}
-	if creates != 1 {
-		t.Errorf("%d pod creates, want 1", creates)
+	if creates > 2 {
+		t.Errorf("%d pod creates, want 1, and at most one more refused as existing before the job recorded its pod", creates)
 	}
 	pod := &pods.Items[0]
 
@@ -439,7 +445,16 @@ func TestStalePodOfEarlierJobIsReplaced(t *testing.T) {
 	}
 	renewed := old.DeepCopy()
 	renewed.UID = "uid-new"
+	f.kube.ClearActions()
+	// Whether or not the cache shows the earlier pod yet (new pods are read
+	// from the cache only), the pod goes first: never its ConfigMap under
+	// it.
 	st, err := f.be.Ensure(ctx, renewed)
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == "delete" && a.GetResource().Resource == "configmaps" {
+			t.Errorf("the earlier job's ConfigMap was deleted before its pod")
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,5 +683,57 @@ func TestCacheRepository(t *testing.T) {
 	noPush.Spec.PushSecret = ""
 	if got := newFixture(t, Options{}).be.CacheRepository(noPush); got != "" {
 		t.Errorf("without push credentials: %q", got)
+	}
+}
+
+// A new build reads its pod from the cache only: creating it tolerates
+// one that exists, so no GET answering 404 precedes every new pod.
+func TestNewBuildReadsNoPodLive(t *testing.T) {
+	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	f.kube.ClearActions()
+	if _, err := f.be.Ensure(context.Background(), testJob("myspec-abc123")); err != nil {
+		t.Fatal(err)
+	}
+	created := false
+	for _, a := range f.kube.Actions() {
+		if a.GetResource().Resource != "pods" {
+			continue
+		}
+		switch a.GetVerb() {
+		case "get":
+			t.Errorf("a live GET of the pod for a new build")
+		case "create":
+			created = true
+		}
+	}
+	if !created {
+		t.Error("no pod created")
+	}
+}
+
+// The create path meets an earlier job's ConfigMap when the cache has not
+// shown that job's pod yet: the pod is found live and deleted first, and
+// the ConfigMap stays until the retry.
+func TestCreateReplacesStalePodFirst(t *testing.T) {
+	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+	ctx := context.Background()
+	old := testJob("myspec-abc123")
+	if _, err := f.be.Ensure(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	renewed := old.DeepCopy()
+	renewed.UID = "uid-new"
+	f.kube.ClearActions()
+	st, err := f.be.create(ctx, renewed)
+	if err != nil || st.Phase != v1alpha1.JobPending || !strings.Contains(st.Message, "earlier job") {
+		t.Fatalf("create: %+v, %v", st, err)
+	}
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == "delete" && a.GetResource().Resource == "configmaps" {
+			t.Errorf("the earlier job's ConfigMap was deleted before its pod")
+		}
+	}
+	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the earlier job's pod was not deleted: %v", err)
 	}
 }
