@@ -47,6 +47,10 @@ type Backend struct {
 	// tails caches the log tails of finished pods, so a retried status
 	// write does not read the log again.
 	tails map[types.UID]string
+	// pushRead is the build namespace's push Secret as last read, at
+	// pushReadAt (see pushSecret).
+	pushRead   *corev1.Secret
+	pushReadAt time.Time
 }
 
 // New prepares the backend. managed must be the informer factory restricted
@@ -269,7 +273,7 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 	// timeout: fail now, with the reason of the stage that needs it. The
 	// push Secret is in the pod's namespace; the pull Secret is always
 	// read from the job's own.
-	push, st, done, err := b.checkSecret(ctx, ns, job.Spec.PushSecret, v1alpha1.ReasonPushFailed, "push")
+	push, st, done, err := b.pushSecret(ctx, ns, job.Spec.PushSecret)
 	if done || err != nil {
 		return st, err
 	}
@@ -362,6 +366,33 @@ func (b *Backend) getSecret(ctx context.Context, namespace, name, reason, use st
 		return nil, backend.Status{}, false, fmt.Errorf("reading the %s Secret %s/%s: %w", use, namespace, name, err)
 	}
 	return s, backend.Status{}, false, nil
+}
+
+// pushSecretReuse is how long the one push Secret of a build namespace,
+// once read, serves new builds without another read: a fan-out of
+// hundreds of builds reads it once. The controller rewrites a missing or
+// changed push Secret within the same time.
+const pushSecretReuse = 30 * time.Second
+
+// pushSecret is checkSecret for the push Secret; with a build namespace a
+// read is reused for pushSecretReuse.
+func (b *Backend) pushSecret(ctx context.Context, namespace, name string) (*corev1.Secret, backend.Status, bool, error) {
+	if b.opts.BuildNamespace == "" || name == "" {
+		return b.checkSecret(ctx, namespace, name, v1alpha1.ReasonPushFailed, "push")
+	}
+	b.mu.Lock()
+	cached, at := b.pushRead, b.pushReadAt
+	b.mu.Unlock()
+	if cached != nil && cached.Name == name && time.Since(at) < pushSecretReuse {
+		return cached, backend.Status{}, false, nil
+	}
+	s, st, done, err := b.checkSecret(ctx, namespace, name, v1alpha1.ReasonPushFailed, "push")
+	if s != nil {
+		b.mu.Lock()
+		b.pushRead, b.pushReadAt = s, time.Now()
+		b.mu.Unlock()
+	}
+	return s, st, done, err
 }
 
 // checkSecret reads a referenced Secret the pod mounts as it is, and

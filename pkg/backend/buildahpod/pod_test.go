@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
@@ -735,5 +736,40 @@ func TestCreateReplacesStalePodFirst(t *testing.T) {
 	}
 	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the earlier job's pod was not deleted: %v", err)
+	}
+}
+
+// With a build namespace, one read of the push Secret serves the builds
+// that start within pushSecretReuse; a missing push Secret is read again
+// (and fails the build) every time.
+func TestPushSecretReadOncePerFanOut(t *testing.T) {
+	push := dockerSecret("push-creds")
+	push.Namespace = "builds"
+	f := newFixture(t, Options{BuildNamespace: "builds"}, push, dockerSecret("pull-creds"))
+	ctx := context.Background()
+	reads := func() int {
+		n := 0
+		for _, a := range f.kube.Actions() {
+			if g, ok := a.(k8stesting.GetAction); ok && a.GetResource().Resource == "secrets" && g.GetName() == "push-creds" {
+				n++
+			}
+		}
+		return n
+	}
+	for _, name := range []string{"one-abc123", "two-abc123", "three-abc123"} {
+		if _, err := f.be.Ensure(ctx, testJob(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reads(); got != 1 {
+		t.Errorf("%d reads of the push Secret for 3 builds, want 1", got)
+	}
+
+	f2 := newFixture(t, Options{BuildNamespace: "builds"}, dockerSecret("pull-creds"))
+	for range 2 {
+		st, err := f2.be.Ensure(ctx, testJob("four-abc123"))
+		if err != nil || st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonPushFailed {
+			t.Fatalf("without the push Secret: %+v, %v", st, err)
+		}
 	}
 }
