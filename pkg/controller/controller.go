@@ -99,6 +99,10 @@ type Options struct {
 	// get a copy, and the controller needs no Secret informer. Empty
 	// writes it into each namespace that builds.
 	PushSecretNamespace string
+	// PushSecretRecheck is how long the push Secret, read or written
+	// without an informer (PushSecretNamespace), counts as current; zero
+	// is DefaultPushSecretRecheck.
+	PushSecretRecheck time.Duration
 	// ExistingPushSecret: PushSecretName names a Secret the user manages;
 	// the controller only references it.
 	ExistingPushSecret bool
@@ -209,6 +213,9 @@ func New(ctx context.Context,
 	}
 	if opts.CancelTimeout <= 0 {
 		opts.CancelTimeout = DefaultCancelTimeout
+	}
+	if opts.PushSecretRecheck <= 0 {
+		opts.PushSecretRecheck = DefaultPushSecretRecheck
 	}
 	RegisterScheme()
 

@@ -33,6 +33,10 @@ func (c *Controller) pushSecretNamespace(namespace string) string {
 	return namespace
 }
 
+// DefaultPushSecretRecheck is how long a push Secret read without an
+// informer counts as current (Options.PushSecretRecheck).
+const DefaultPushSecretRecheck = 30 * time.Second
+
 func (c *Controller) managesPushSecret() bool {
 	return !c.opts.ExistingPushSecret && c.opts.Registry.HasCredentials()
 }
@@ -47,16 +51,17 @@ func (c *Controller) pushSecretData() ([]byte, error) {
 // Secret's data: not in events, status, logs or errors.
 //
 // Without a Secret informer (one push Secret in the build namespace) the
-// Secret is read at most once per pushSecretRecheck: the backend reads it
-// for every build anyway and fails the build when it is missing, so a
-// read here per build only doubled the requests of a fan-out.
+// Secret is read at most once per Options.PushSecretRecheck: a read per
+// build made a fan-out of hundreds of builds read the same Secret hundreds
+// of times. A Secret someone changed or deleted is restored by the first
+// build after that.
 func (c *Controller) ensurePushSecret(ctx context.Context, namespace string) error {
 	if !c.managesPushSecret() {
 		return nil
 	}
 	key := cache.ObjectName{Namespace: namespace, Name: c.opts.PushSecretName}
 	if c.secretLister == nil {
-		if at, ok := c.pushSecretChecked.get(key); ok && c.now().Sub(at) < pushSecretRecheck {
+		if at, ok := c.pushSecretChecked.get(key); ok && c.now().Sub(at) < c.opts.PushSecretRecheck {
 			return nil
 		}
 	}
@@ -66,10 +71,6 @@ func (c *Controller) ensurePushSecret(ctx context.Context, namespace string) err
 	}
 	return err
 }
-
-// pushSecretRecheck is how long a push Secret read without an informer
-// counts as current.
-const pushSecretRecheck = 30 * time.Second
 
 func (c *Controller) writePushSecret(ctx context.Context, namespace string) error {
 	data, err := c.pushSecretData()

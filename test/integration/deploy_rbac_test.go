@@ -259,8 +259,11 @@ func rbacCycle(t *testing.T, user string, leader *app.LeaderElection, deadline t
 	be := backendtest.NewScripted()
 	opts := defaultControllerOptions(ns)
 	opts.LeaderElection = leader
-	// As the Deployment runs it: the push Secret in the build namespace.
+	// As the Deployment runs it: the push Secret in the build namespace,
+	// checked on every build here, so the overwrite below is restored by
+	// the next build (as shipped, by the first build 30 s later).
 	opts.Controller.PushSecretNamespace = buildNamespace
+	opts.Controller.PushSecretRecheck = time.Nanosecond
 	// Keep no succeeded job besides the current one, so pruning deletes.
 	opts.Controller.SucceededHistoryLimit = 0
 	// The first build creates the push Secret.
