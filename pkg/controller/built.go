@@ -59,13 +59,9 @@ func (c *Controller) finishIfBuilt(ctx context.Context, key cache.ObjectName, jo
 		// A digest a build already reported stays.
 		found.BaseImageDigest = img.BaseDigest
 	}
-	sc := c.attest(ctx, job, &found, job.Status.Backend)
 	status := job.Status.DeepCopy()
 	status.ObservedGeneration = job.Generation
-	applyBackendStatus(status, found, job, job.Status.Backend, c.now())
-	if sc != nil {
-		status.SupplyChain = sc
-	}
+	c.applyAttested(ctx, key, status, found, job, job.Status.Backend, c.now())
 	if err := c.updateJobStatus(ctx, job, status); err != nil {
 		return true, err
 	}

@@ -191,8 +191,11 @@ type Controller struct {
 	// Secret of a namespace, without an informer.
 	pushSecretChecked jobMarks[time.Time]
 	// attestImage attaches a pushed image's SBOM, provenance and
-	// signature; nil without Options.SupplyChain.
+	// signature; nil without Options.SupplyChain. attested: what was
+	// attached for a job (by UID and image digest), so a status write that
+	// conflicts does not attach and sign again on the retry.
 	attestImage func(ctx context.Context, s supplychain.Subject) (supplychain.Result, error)
+	attested    jobMarks[attestation]
 }
 
 // New wires the controller to its informers. secretInformer must come from a

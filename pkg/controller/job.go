@@ -40,6 +40,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		c.slots.unreserve(key)
 		c.errorWrites.forget(key)
 		c.builtChecked.forget(key)
+		c.attested.forget(key)
 		return nil
 	}
 	if err != nil {
@@ -49,6 +50,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		c.errorWrites.forget(key)
 		c.cancelling.forget(key)
 		c.builtChecked.forget(key)
+		c.attested.forget(key)
 		return nil
 	}
 
@@ -115,11 +117,7 @@ func (c *Controller) syncJob(ctx context.Context, key cache.ObjectName) error {
 		msg := c.redact(fmt.Sprintf("The %s backend cannot start the build (will retry): %v", c.backend.Name(), err))
 		return c.reportPendingError(ctx, job, v1alpha1.ReasonBackendError, msg, fmt.Errorf("%s backend: %w", c.backend.Name(), err))
 	}
-	sc := c.attest(ctx, job, &bs, c.backend.Name())
-	applyBackendStatus(status, bs, job, c.backend.Name(), now)
-	if sc != nil {
-		status.SupplyChain = sc
-	}
+	c.applyAttested(ctx, key, status, bs, job, c.backend.Name(), now)
 	if err := c.updateJobStatus(ctx, job, status); err != nil {
 		return err
 	}

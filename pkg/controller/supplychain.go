@@ -6,6 +6,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
@@ -17,14 +19,36 @@ import (
 // attaching its SBOM, provenance and signature.
 const attestTimeout = 5 * time.Minute
 
+// attestation is what was attached for one job's pushed image.
+type attestation struct {
+	uid    types.UID
+	digest string
+	status v1alpha1.SupplyChainStatus
+}
+
+// applyAttested is applyBackendStatus for a backend's view bs that, when
+// the image was pushed, first gets the image's supply chain attached.
+func (c *Controller) applyAttested(ctx context.Context, key cache.ObjectName, status *v1alpha1.ImageSpecJobStatus, bs backend.Status, job *v1alpha1.ImageSpecJob, backendName string, now time.Time) {
+	sc := c.attest(ctx, key, job, &bs, backendName)
+	applyBackendStatus(status, bs, job, backendName, now)
+	if sc != nil {
+		status.SupplyChain = sc
+	}
+}
+
 // attest attaches the SBOM, provenance and signature of a job's pushed
-// image (bs is the backend's Succeeded status). A job succeeds only with
-// them: when they cannot be made the job fails with reason
-// SupplyChainFailed; its image stays in the registry, and a new job of the
-// revision finds it already built and attaches them without a build.
-func (c *Controller) attest(ctx context.Context, job *v1alpha1.ImageSpecJob, bs *backend.Status, backendName string) *v1alpha1.SupplyChainStatus {
+// image (bs is the backend's Succeeded status), once per job and digest.
+// A job succeeds only with them: when they cannot be made the job fails
+// with reason SupplyChainFailed; its image stays in the registry, and a
+// new job of the revision finds it already built and attaches them
+// without a build.
+func (c *Controller) attest(ctx context.Context, key cache.ObjectName, job *v1alpha1.ImageSpecJob, bs *backend.Status, backendName string) *v1alpha1.SupplyChainStatus {
 	if c.attestImage == nil || bs.Phase != v1alpha1.JobSucceeded || bs.Digest == "" {
 		return nil
+	}
+	if done, ok := c.attested.get(key); ok && done.uid == job.UID && done.digest == bs.Digest {
+		sc := done.status
+		return &sc
 	}
 	subject, err := c.subject(job, bs, backendName)
 	if err == nil {
@@ -34,7 +58,9 @@ func (c *Controller) attest(ctx context.Context, job *v1alpha1.ImageSpecJob, bs 
 		cancel()
 		if err == nil {
 			klog.FromContext(ctx).V(2).Info("Attached SBOM and provenance", "image", job.Spec.TargetImage, "digest", bs.Digest, "sbom", res.SBOM, "packages", res.Packages, "provenance", res.Provenance, "signedBy", res.SignedBy)
-			return &v1alpha1.SupplyChainStatus{SBOM: res.SBOM, SBOMPackages: int32(res.Packages), Provenance: res.Provenance, SignedBy: res.SignedBy}
+			sc := v1alpha1.SupplyChainStatus{SBOM: res.SBOM, SBOMPackages: int32(res.Packages), Provenance: res.Provenance, SignedBy: res.SignedBy}
+			c.attested.set(key, attestation{uid: job.UID, digest: bs.Digest, status: sc})
+			return &sc
 		}
 	}
 	bs.Phase = v1alpha1.JobFailed

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	core "k8s.io/client-go/testing"
+
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/builtimage"
@@ -17,7 +19,7 @@ import (
 // the inputs, the base digest and how many layers the build added. When
 // they cannot be attached, the job fails SupplyChainFailed naming the
 // pushed image, without the registry password. An already built image is
-// attested too.
+// attested too. A job synced again is not attested again.
 func TestSupplyChain(t *testing.T) {
 	const digest = "sha256:" + "cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34cd34"
 	for _, c := range []struct {
@@ -74,6 +76,25 @@ func TestSupplyChain(t *testing.T) {
 			want := v1alpha1.SupplyChainStatus{SBOM: "sha256:5b", SBOMPackages: 42, Provenance: "sha256:9a", SignedBy: "sha256:ke"}
 			if st.Phase != v1alpha1.JobSucceeded || st.SupplyChain == nil || *st.SupplyChain != want {
 				t.Errorf("status %+v, supplyChain %+v", st, st.SupplyChain)
+			}
+			if c.already {
+				return
+			}
+			// The same job synced again, as after a status write that
+			// conflicted: written with the same attachments, not attached
+			// (and signed) again.
+			f.syncJob(job)
+			if len(got) != 1 {
+				t.Errorf("%d attestations after a second sync of the same job, want 1", len(got))
+			}
+			var writes []*v1alpha1.ImageSpecJob
+			for _, a := range f.writes() {
+				if a.GetVerb() == "update" && a.GetSubresource() == "status" && a.GetResource().Resource == "imagespecjobs" {
+					writes = append(writes, a.(core.UpdateAction).GetObject().(*v1alpha1.ImageSpecJob))
+				}
+			}
+			if last := writes[len(writes)-1].Status; len(writes) != 2 || last.SupplyChain == nil || *last.SupplyChain != want {
+				t.Errorf("%d status writes, the last with supplyChain %+v; want 2, both with %+v", len(writes), last.SupplyChain, want)
 			}
 		})
 	}
