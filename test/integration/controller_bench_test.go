@@ -118,15 +118,7 @@ func specsToBuilds(b *testing.B, n int) (plain, ctrl time.Duration) {
 	rc := startController(b, be, opts)
 	defer rc.cancel()
 	start = time.Now()
-	go func() {
-		if err := parallel(n, creators, func(i int) error {
-			spec := newImageSpec(ns, fmt.Sprintf("spec-%d", i), v1alpha1.Packages{Pip: []string{fmt.Sprintf("pkg%d>=1", i)}})
-			_, err := c.PrimehubV1alpha1().ImageSpecs(ns).Create(ctx, spec, metav1.CreateOptions{})
-			return err
-		}); err != nil {
-			b.Error(err)
-		}
-	}()
+	go createBenchSpecs(b, c, ns, n, creators)
 	deadline := time.After(5 * time.Minute)
 	for got := 0; got < n; got++ {
 		select {
@@ -139,6 +131,18 @@ func specsToBuilds(b *testing.B, n int) (plain, ctrl time.Duration) {
 	b.Logf("%d specs: plain client %v, controller %v (%.2fx), %d API writes by the controller",
 		n, plain.Round(time.Millisecond), ctrl.Round(time.Millisecond), ctrl.Seconds()/plain.Seconds(), rc.writes.Load())
 	return plain, ctrl
+}
+
+// createBenchSpecs creates n ImageSpecs spec-<i> in namespace with
+// workers concurrent clients, one pip package each.
+func createBenchSpecs(b *testing.B, c clientset.Interface, namespace string, n, workers int) {
+	if err := parallel(n, workers, func(i int) error {
+		spec := newImageSpec(namespace, fmt.Sprintf("spec-%d", i), v1alpha1.Packages{Pip: []string{fmt.Sprintf("pkg%d>=1", i)}})
+		_, err := c.PrimehubV1alpha1().ImageSpecs(namespace).Create(context.Background(), spec, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		b.Error(err)
+	}
 }
 
 // BenchmarkIdleRequests counts the controller's API requests (of any verb)

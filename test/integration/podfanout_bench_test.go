@@ -108,15 +108,7 @@ func specsToBuildPods(b *testing.B, n int) (plain, ctrl time.Duration, perSpec f
 		return buildahpod.New(buildahpod.Options{BuildNamespace: buildNS}, cl.Kube, cl.Managed)
 	})
 	start = time.Now()
-	go func() {
-		if err := parallel(n, creators, func(i int) error {
-			spec := newImageSpec(ns, fmt.Sprintf("spec-%d", i), v1alpha1.Packages{Pip: []string{fmt.Sprintf("pkg%d>=1", i)}})
-			_, err := c.PrimehubV1alpha1().ImageSpecs(ns).Create(ctx, spec, metav1.CreateOptions{})
-			return err
-		}); err != nil {
-			b.Error(err)
-		}
-	}()
+	go createBenchSpecs(b, c, ns, n, creators)
 	deadline := time.After(5 * time.Minute)
 	for got := 0; got < n; got++ {
 		select {

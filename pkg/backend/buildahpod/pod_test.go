@@ -437,33 +437,45 @@ func TestCancelDeletesPodAndConfigMap(t *testing.T) {
 	}
 }
 
+// A job recreated under an earlier job's name meets that job's pod: in
+// Ensure when the cache shows the pod, on the create path (through that
+// job's ConfigMap) when it does not yet, since new pods are read from the
+// cache only. Either way the pod is deleted first, never its ConfigMap
+// under it, and the job waits.
 func TestStalePodOfEarlierJobIsReplaced(t *testing.T) {
-	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
-	ctx := context.Background()
-	old := testJob("myspec-abc123")
-	if _, err := f.be.Ensure(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	renewed := old.DeepCopy()
-	renewed.UID = "uid-new"
-	f.kube.ClearActions()
-	// Whether or not the cache shows the earlier pod yet (new pods are read
-	// from the cache only), the pod goes first: never its ConfigMap under
-	// it.
-	st, err := f.be.Ensure(ctx, renewed)
-	for _, a := range f.kube.Actions() {
-		if a.GetVerb() == "delete" && a.GetResource().Resource == "configmaps" {
-			t.Errorf("the earlier job's ConfigMap was deleted before its pod")
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Phase != v1alpha1.JobPending {
-		t.Errorf("status %+v", st)
-	}
-	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the earlier job's pod was not deleted: %v", err)
+	for _, path := range []string{"Ensure", "create"} {
+		t.Run(path, func(t *testing.T) {
+			f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
+			ctx := context.Background()
+			old := testJob("myspec-abc123")
+			if _, err := f.be.Ensure(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			renewed := old.DeepCopy()
+			renewed.UID = "uid-new"
+			f.kube.ClearActions()
+			var st backend.Status
+			var err error
+			if path == "Ensure" {
+				st, err = f.be.Ensure(ctx, renewed)
+			} else {
+				st, err = f.be.create(ctx, renewed)
+			}
+			for _, a := range f.kube.Actions() {
+				if a.GetVerb() == "delete" && a.GetResource().Resource == "configmaps" {
+					t.Errorf("the earlier job's ConfigMap was deleted before its pod")
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Phase != v1alpha1.JobPending || !strings.Contains(st.Message, "earlier job") {
+				t.Errorf("status %+v", st)
+			}
+			if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the earlier job's pod was not deleted: %v", err)
+			}
+		})
 	}
 }
 
@@ -709,33 +721,6 @@ func TestNewBuildReadsNoPodLive(t *testing.T) {
 	}
 	if !created {
 		t.Error("no pod created")
-	}
-}
-
-// The create path meets an earlier job's ConfigMap when the cache has not
-// shown that job's pod yet: the pod is found live and deleted first, and
-// the ConfigMap stays until the retry.
-func TestCreateReplacesStalePodFirst(t *testing.T) {
-	f := newFixture(t, Options{}, dockerSecret("push-creds"), dockerSecret("pull-creds"))
-	ctx := context.Background()
-	old := testJob("myspec-abc123")
-	if _, err := f.be.Ensure(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	renewed := old.DeepCopy()
-	renewed.UID = "uid-new"
-	f.kube.ClearActions()
-	st, err := f.be.create(ctx, renewed)
-	if err != nil || st.Phase != v1alpha1.JobPending || !strings.Contains(st.Message, "earlier job") {
-		t.Fatalf("create: %+v, %v", st, err)
-	}
-	for _, a := range f.kube.Actions() {
-		if a.GetVerb() == "delete" && a.GetResource().Resource == "configmaps" {
-			t.Errorf("the earlier job's ConfigMap was deleted before its pod")
-		}
-	}
-	if _, err := f.kube.CoreV1().Pods("team").Get(ctx, PodName(old.Name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the earlier job's pod was not deleted: %v", err)
 	}
 }
 
