@@ -196,6 +196,8 @@ type Controller struct {
 	// conflicts does not attach and sign again on the retry.
 	attestImage func(ctx context.Context, s supplychain.Subject) (supplychain.Result, error)
 	attested    jobMarks[attestation]
+	// attester made attestImage, when New made it; Run closes it.
+	attester *supplychain.Attester
 }
 
 // New wires the controller to its informers. secretInformer must come from a
@@ -254,27 +256,6 @@ func New(ctx context.Context,
 			c.findBuilt = r.Find
 		}
 	}
-	if opts.SupplyChain {
-		c.attestImage = opts.Attest
-		if c.attestImage == nil {
-			a, err := supplychain.New(supplychain.Options{
-				Auths:      opts.ownAuths(),
-				CertDir:    opts.RegistryCertDir,
-				Insecure:   opts.InsecureRegistries,
-				BuilderID:  BuilderID(be.Name()),
-				Tool:       ComponentName,
-				SigningKey: opts.SupplyChainSigning.Key,
-				Passphrase: opts.SupplyChainSigning.Passphrase,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("supply chain: %w", err)
-			}
-			if signs, fp := a.Signs(); signs {
-				logger.Info("Signing pushed images", "key", fp)
-			}
-			c.attestImage = a.Attest
-		}
-	}
 	c.synced = append(c.synced, specInformer.Informer().HasSynced, jobInformer.Informer().HasSynced)
 	if opts.PushSecretNamespace != "" {
 		// One Secret, read and written with direct requests.
@@ -319,6 +300,30 @@ func New(ctx context.Context,
 		},
 	}); err != nil {
 		return nil, err
+	}
+	// Last: nothing after it fails, so the directory it makes is always
+	// Run's to remove.
+	if opts.SupplyChain {
+		c.attestImage = opts.Attest
+		if c.attestImage == nil {
+			a, err := supplychain.New(supplychain.Options{
+				Auths:      opts.ownAuths(),
+				CertDir:    opts.RegistryCertDir,
+				Insecure:   opts.InsecureRegistries,
+				BuilderID:  BuilderID(be.Name()),
+				Tool:       ComponentName,
+				SigningKey: opts.SupplyChainSigning.Key,
+				Passphrase: opts.SupplyChainSigning.Passphrase,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("supply chain: %w", err)
+			}
+			if signs, fp := a.Signs(); signs {
+				logger.Info("Signing pushed images", "key", fp)
+			}
+			c.attester = a
+			c.attestImage = a.Attest
+		}
 	}
 	return c, nil
 }
@@ -442,6 +447,11 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	defer grace.Stop()
 	running.Wait()
 	logger.Info("Workers stopped")
+	if c.attester != nil {
+		if err := c.attester.Close(); err != nil {
+			logger.Error(err, "Removing the supply chain's work directory")
+		}
+	}
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +199,53 @@ func TestFingerprint(t *testing.T) {
 	}
 	if _, err := Fingerprint(keys.PublicKey, []byte("right")); err == nil {
 		t.Error("a public key was taken for a private key")
+	}
+}
+
+// The private directory New makes (it holds the key file) is gone after
+// Close, and after a New that failed; a directory the caller gave stays.
+func TestWorkDirRemoved(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	keys, err := sigstore.GenerateKeyPair([]byte("right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := func() []os.DirEntry {
+		entries, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return entries
+	}
+	if _, err := New(Options{SigningKey: keys.PrivateKey, Passphrase: []byte("wrong")}); err == nil {
+		t.Fatal("New took a wrong passphrase")
+	}
+	if got := left(); len(got) != 0 {
+		t.Errorf("a failed New left %v", got)
+	}
+	a, err := New(Options{SigningKey: keys.PrivateKey, Passphrase: []byte("right")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(a.keyFile); err != nil || len(left()) != 1 {
+		t.Fatalf("key file %v, entries %v", err, left())
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := left(); len(got) != 0 {
+		t.Errorf("Close left %v", got)
+	}
+	given := t.TempDir()
+	b, err := New(Options{WorkDir: given})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(given, "registries.d")); err != nil {
+		t.Errorf("Close removed a directory it was given: %v", err)
 	}
 }

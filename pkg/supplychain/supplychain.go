@@ -119,6 +119,7 @@ type Attester struct {
 	opts        Options
 	layers      *layerCache
 	workDir     string
+	ownWorkDir  bool
 	keyFile     string
 	fingerprint string
 	now         func() time.Time
@@ -131,36 +132,53 @@ const BuildType = "https://github.com/imagespec/imagespec-controller/buildtypes/
 // tried) here, so a wrong key fails at startup, not at the first push.
 func New(opts Options) (*Attester, error) {
 	a := &Attester{opts: opts, layers: newLayerCache(1024), now: time.Now}
-	dir := opts.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "imagespec-supply-chain-")
-		if err != nil {
-			return nil, err
-		}
-		dir = d
-	}
-	a.workDir = dir
-	// Signatures go to the registry as sigstore attachments (what cosign
-	// and skopeo read), not to a lookaside server.
-	regd := filepath.Join(dir, "registries.d")
-	if err := os.MkdirAll(regd, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(regd, "imagespec.yaml"), []byte("default-docker:\n  use-sigstore-attachments: true\n"), 0o600); err != nil {
-		return nil, err
-	}
 	if len(opts.SigningKey) > 0 {
 		fp, err := Fingerprint(opts.SigningKey, opts.Passphrase)
 		if err != nil {
 			return nil, err
 		}
 		a.fingerprint = fp
-		a.keyFile = filepath.Join(dir, "signing.key")
-		if err := os.WriteFile(a.keyFile, opts.SigningKey, 0o600); err != nil {
+	}
+	a.workDir = opts.WorkDir
+	if a.workDir == "" {
+		d, err := os.MkdirTemp("", "imagespec-supply-chain-")
+		if err != nil {
 			return nil, err
 		}
+		a.workDir, a.ownWorkDir = d, true
+	}
+	if err := a.writeConfig(); err != nil {
+		_ = a.Close()
+		return nil, err
 	}
 	return a, nil
+}
+
+// writeConfig writes the registries.d configuration and the key file.
+func (a *Attester) writeConfig() error {
+	// Signatures go to the registry as sigstore attachments (what cosign
+	// and skopeo read), not to a lookaside server.
+	regd := filepath.Join(a.workDir, "registries.d")
+	if err := os.MkdirAll(regd, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(regd, "imagespec.yaml"), []byte("default-docker:\n  use-sigstore-attachments: true\n"), 0o600); err != nil {
+		return err
+	}
+	if len(a.opts.SigningKey) > 0 {
+		a.keyFile = filepath.Join(a.workDir, "signing.key")
+		return os.WriteFile(a.keyFile, a.opts.SigningKey, 0o600)
+	}
+	return nil
+}
+
+// Close removes the private temporary directory New made (with the key
+// file in it); the Attester must not be used afterwards.
+func (a *Attester) Close() error {
+	if !a.ownWorkDir {
+		return nil
+	}
+	return os.RemoveAll(a.workDir)
 }
 
 // Signs reports whether images get a signature, and by which key.
