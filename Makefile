@@ -49,6 +49,7 @@ vet:
 deps:
 	hack/install-test-deps.sh
 	hack/install-kube-binaries.sh >/dev/null
+	hack/install-container-runtime.sh >/dev/null
 	hack/images/buildah/install.sh >/dev/null
 
 # All tests: generated code and formatting checks, unit, integration

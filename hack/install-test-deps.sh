@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the tests and `make dev` run for real:
-# a registry, image tools, debootstrap for base images, a container runtime.
+# a registry, image tools, debootstrap for base images, runc for buildah's
+# oci isolation, and what hack/install-container-runtime.sh builds with.
 # Idempotent: when everything is present it only checks and exits.
 set -eu
 
@@ -9,9 +10,10 @@ docker-registry
 skopeo
 buildah
 runc
-containerd
 containernetworking-plugins
 iptables
+libseccomp-dev
+pkg-config
 uidmap
 debootstrap
 busybox-static

@@ -167,6 +167,11 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	if env.WorkDir, err = os.MkdirTemp("", "imagespec-e2e-"); err != nil {
 		return nil, nil, err
 	}
+	// The node's work dir lies below: user-namespaced pods' root file
+	// systems are set up as an unprivileged host user, who must get through.
+	if err := os.Chmod(env.WorkDir, 0o711); err != nil {
+		return nil, nil, err
+	}
 	stops = append(stops, func() {
 		// E2E_KEEP_WORKDIR=1 keeps build logs and stores for a look after the run.
 		if os.Getenv("E2E_KEEP_WORKDIR") == "" {

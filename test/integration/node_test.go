@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagespec/imagespec-controller/test/framework/hostaddr"
 	"github.com/imagespec/imagespec-controller/test/framework/images"
@@ -203,7 +204,8 @@ func TestNode(t *testing.T) {
 		ns := NewTestNamespace(t)
 		e.create(t, nodePod(ns, "nosecret", e.busybox, "true"))
 		p := e.waitPod(t, ns, "nosecret", time.Minute, pullFailed)
-		if _, msg := waitingReason(p); !strings.Contains(msg, "401") && !strings.Contains(strings.ToLower(msg), "unauthorized") {
+		// containerd 2 says "pull access denied ... authorization failed".
+		if _, msg := waitingReason(p); !strings.Contains(msg, "401") && !strings.Contains(strings.ToLower(msg), "unauthorized") && !strings.Contains(msg, "pull access denied") {
 			t.Errorf("pull without credentials failed for another reason: %s", msg)
 		}
 	})
@@ -218,6 +220,44 @@ func TestNode(t *testing.T) {
 		t.Logf("waiting reason %s: %s", reason, msg)
 		if !strings.Contains(msg, "not found") {
 			t.Errorf("message does not say the image is not found: %s", msg)
+		}
+	})
+
+	// The pinned containerd and runc run pods in user namespaces of their
+	// own, and the node says so where the controller looks.
+	t.Run("UserNamespacedPod", func(t *testing.T) {
+		n, err := e.kube.CoreV1().Nodes().Get(context.Background(), node.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		supported := false
+		for _, h := range n.Status.RuntimeHandlers {
+			t.Logf("runtime handler %q: %+v", h.Name, h.Features)
+			if h.Name == "" && h.Features != nil && h.Features.UserNamespaces != nil && *h.Features.UserNamespaces {
+				supported = true
+			}
+		}
+		if !supported {
+			t.Errorf("node status does not report user namespace support for the default runtime handler: %+v", n.Status.RuntimeHandlers)
+		}
+		ns := NewTestNamespace(t)
+		pod := nodePod(ns, "userns", e.busybox, "sh", "-c", "cat /proc/self/uid_map; id -u; touch /data/file; stat -c %u /data/file")
+		pod.Spec.HostUsers = ptr.To(false)
+		pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: e.pullSecret(t, ns)}}
+		e.create(t, pod)
+		p := e.waitPod(t, ns, "userns", 2*time.Minute, podDone)
+		out := e.logs(t, ns, "userns")
+		if p.Status.Phase != corev1.PodSucceeded {
+			t.Fatalf("phase %s: %+v\n%s", p.Status.Phase, p.Status.ContainerStatuses, out)
+		}
+		// uid_map "0 <host ID> 65536": root inside, someone else outside;
+		// the file root makes in the emptyDir is root's inside the pod.
+		t.Logf("uid_map, id -u, file owner: %q", out)
+		f := strings.Fields(out)
+		if len(f) != 5 || f[0] != "0" || f[1] == "0" || f[2] != "65536" || f[3] != "0" || f[4] != "0" {
+			t.Errorf("in a user-namespaced pod: %q, want uid_map 0 <non-zero> 65536, uid 0, file owner 0", out)
 		}
 	})
 

@@ -1,5 +1,7 @@
 // Package node runs a real Kubernetes node on this machine for pod tests:
-// Debian's containerd (CRI plugin, runc) and the pinned kubelet, registered
+// the pinned containerd 2.x (CRI plugin) and runc that
+// hack/install-container-runtime.sh builds, which run user-namespaced pods
+// (hostUsers: false), and the pinned kubelet, registered
 // as node "localhost" with a control plane from test/framework/controlplane,
 // pulling from a local registry from test/framework/registry.
 //
@@ -104,6 +106,9 @@ type Node struct {
 	KubeletPort int
 	Timings     Timings
 
+	// RuntimeBinDir holds containerd, its shim, ctr and runc.
+	RuntimeBinDir string
+
 	cp         *controlplane.ControlPlane
 	client     kubernetes.Interface
 	logf       func(string, ...any)
@@ -139,6 +144,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := EnsureTools(ctx); err != nil {
 		return nil, err
 	}
+	if n.RuntimeBinDir, err = EnsureRuntime(ctx); err != nil {
+		return nil, err
+	}
 
 	if n.lock, err = lockHost(ctx, n.logf); err != nil {
 		return nil, err
@@ -153,6 +161,15 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	cleanStaleStates(n.logf)
 
 	if n.WorkDir, err = os.MkdirTemp(opts.WorkDir, "imagespec-node-"); err != nil {
+		return nil, err
+	}
+	// Traversable by others, as /run and /var/lib are: runc sets up a
+	// user-namespaced container's root file system (under run/) as the
+	// pod's own root, an unprivileged host user.
+	if err := os.Chmod(n.WorkDir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := traversableByOthers(filepath.Dir(n.WorkDir)); err != nil {
 		return nil, err
 	}
 	id := strings.TrimPrefix(filepath.Base(n.WorkDir), "imagespec-node-")
@@ -246,10 +263,7 @@ func (n *Node) writeConfigs(reg *registry.Registry, nodeCreds bool) error {
 		return err
 	}
 
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		return err
-	}
+	runc := filepath.Join(n.RuntimeBinDir, "runc")
 	cd := map[string]any{
 		"Root": n.path("containerd"), "State": n.path("run", "containerd"),
 		"Socket": n.ContainerdSocket, "Opt": n.path("opt"),
@@ -329,11 +343,12 @@ func renderTemplate(name, out string, data any) error {
 func (n *Node) childEnv() []string {
 	// Not the caller's environment: proxies, KUBECONFIG or a HOME with
 	// docker credentials must not reach the node.
-	return []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + n.WorkDir}
+	// The pinned runtime first: containerd finds its shim on PATH.
+	return []string{"PATH=" + n.RuntimeBinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + n.WorkDir}
 }
 
 func (n *Node) startContainerd(ctx context.Context, reg *registry.Registry) error {
-	p, err := startProcess("containerd", n.path("containerd.log"), n.childEnv(), "containerd", "--config", n.path("containerd.toml"))
+	p, err := startProcess("containerd", n.path("containerd.log"), n.childEnv(), filepath.Join(n.RuntimeBinDir, "containerd"), "--config", n.path("containerd.toml"))
 	if err != nil {
 		return err
 	}
@@ -362,11 +377,11 @@ func (n *Node) startContainerd(ctx context.Context, reg *registry.Registry) erro
 	return nil
 }
 
-// ctr runs Debian's ctr against this node's containerd in the CRI namespace.
+// ctr runs the pinned ctr against this node's containerd in the CRI namespace.
 func (n *Node) ctr(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", n.ContainerdSocket, "--namespace", "k8s.io"}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(n.RuntimeBinDir, "ctr"), append([]string{"--address", n.ContainerdSocket, "--namespace", "k8s.io"}, args...)...)
 	cmd.Env = n.childEnv()
 	return cmd.CombinedOutput()
 }
@@ -670,10 +685,11 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// EnsureTools installs what the node runs (containerd, runc, ctr, iptables, the CNI
-// plugins) through hack/install-test-deps.sh when something is missing.
+// EnsureTools installs what the node runs besides the container runtime
+// (iptables, the CNI plugins) through hack/install-test-deps.sh when
+// something is missing.
 func EnsureTools(ctx context.Context) error {
-	if err := registry.EnsureTools(ctx, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "ip", "iptables", "iptables-restore"); err != nil {
+	if err := registry.EnsureTools(ctx, "ip", "iptables", "iptables-restore"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(cniBinDir, "bridge")); err == nil {
@@ -692,6 +708,47 @@ func EnsureTools(ctx context.Context) error {
 		return fmt.Errorf("CNI bridge plugin still missing after hack/install-test-deps.sh: %w", err)
 	}
 	return nil
+}
+
+// traversableByOthers fails unless every directory from dir up to / lets
+// other users through (o+x), as a user-namespaced container's root needs.
+func traversableByOthers(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("node: %s (mode %v) must be traversable by other users (o+x): user-namespaced pods' root file systems are set up as an unprivileged host user below it", d, fi.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}
+
+var (
+	runtimeOnce sync.Once
+	runtimeDir  string
+	runtimeErr  error
+)
+
+// EnsureRuntime returns the directory of the pinned containerd, its runc
+// shim, ctr and runc, building them with hack/install-container-runtime.sh
+// when the cache lacks them (a few minutes cold, milliseconds warm).
+func EnsureRuntime(ctx context.Context) (string, error) {
+	runtimeOnce.Do(func() {
+		root, err := registry.RepoRoot()
+		if err != nil {
+			runtimeErr = err
+			return
+		}
+		runtimeDir, runtimeErr = controlplane.RunHackScript(ctx, root, "install-container-runtime.sh")
+		if runtimeErr == nil && !filepath.IsAbs(runtimeDir) {
+			runtimeErr = fmt.Errorf("install-container-runtime.sh printed no directory")
+		}
+	})
+	return runtimeDir, runtimeErr
 }
 
 // CleanupStale undoes what nodes of programs that died without Stop left
