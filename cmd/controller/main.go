@@ -74,6 +74,7 @@ type buildahpodFlags struct {
 	image, pullPolicy       string
 	privileged              bool
 	seccompProfile          string
+	userNamespaces          string
 	storageDriver           string
 	cachePVC, cacheHostPath string
 	hostNetwork             bool
@@ -150,6 +151,7 @@ func main() {
 	flag.StringVar(&f.buildahpod.pullPolicy, "builder-image-pull-policy", string(corev1.PullIfNotPresent), "buildahpod backend: pull policy of the builder image (Always, IfNotPresent, Never).")
 	flag.BoolVar(&f.buildahpod.privileged, "builder-privileged", false, "buildahpod backend: run build pods privileged, for nodes whose seccomp or AppArmor profile forbids the user namespaces of the default least-privilege pod (root with SETUID/SETGID/SETFCAP only).")
 	flag.StringVar(&f.buildahpod.seccompProfile, "builder-seccomp-profile", "", "buildahpod backend: seccomp profile of build pods: empty leaves it to the kubelet, Unconfined, or Localhost/<path> (a profile that allows unshare(CLONE_NEWUSER)). RuntimeDefault cannot work.")
+	flag.StringVar(&f.buildahpod.userNamespaces, "builder-user-namespaces", "auto", "buildahpod backend: run build pods in a user namespace of their own (hostUsers: false), so root in the pod is an unprivileged user on the node: auto when every node build pods may land on reports support (Kubernetes >= 1.33, containerd >= 2.0 with runc >= 1.2, Linux >= 6.3; needs the right to list nodes), on, or off for older clusters.")
 	flag.StringVar(&f.buildahpod.storageDriver, "builder-storage-driver", "overlay", "buildahpod backend: buildah storage driver in build pods, overlay or vfs.")
 	flag.StringVar(&f.buildahpod.cachePVC, "builder-cache-pvc", "", "buildahpod backend: a PersistentVolumeClaim (in each namespace that builds) mounted at /var/lib/containers, so layers survive between builds. Default: an emptyDir per build.")
 	flag.StringVar(&f.buildahpod.cacheHostPath, "builder-cache-host-path", "", "buildahpod backend: a node directory mounted at /var/lib/containers, so layers survive between builds on that node.")
@@ -354,6 +356,11 @@ func buildahpodOptions(f flags) (buildahpod.Options, error) {
 		BuildNamespace:         p.buildNamespace,
 		WatchNamespace:         f.namespace,
 	}
+	userns, err := buildahpod.ParseUserNamespaceMode(p.userNamespaces)
+	if err != nil {
+		return opts, fmt.Errorf("--builder-user-namespaces: %w", err)
+	}
+	opts.UserNamespaces = userns
 	switch opts.BuilderImagePullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:

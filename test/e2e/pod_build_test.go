@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -32,6 +33,7 @@ func TestBuildahPod(t *testing.T) {
 	t.Run("BuilderImageMissing", func(t *testing.T) { testPodBuilderImageMissing(t, p) })
 	t.Run("NoSchedulableNode", func(t *testing.T) { testPodNoSchedulableNode(t, p) })
 	t.Run("HostNetwork", func(t *testing.T) { testPodHostNetwork(t, p) })
+	t.Run("UserNamespace", func(t *testing.T) { testPodUserNamespace(t, p) })
 }
 
 // An apt package and a pip package on a base with a non-root user, built
@@ -79,6 +81,7 @@ func testPodBuildAptAndPip(t *testing.T, p *PodEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	requireUserNamespace(t, pod)
 	// In the build namespace the job cannot own its pod: labels name it.
 	if ref := metav1.GetControllerOf(pod); ref != nil || pod.Labels[buildahpod.JobUIDLabel] != string(job.UID) ||
 		pod.Labels[buildahpod.JobNamespaceLabel] != ns || pod.Annotations[buildahpod.JobNameAnnotation] != job.Name || podNS != p.BuildNamespace {
@@ -366,5 +369,14 @@ func testPodHostNetwork(t *testing.T, p *PodEnv) {
 	}
 	if !pod.Spec.HostNetwork {
 		t.Errorf("build pod hostNetwork false, want true")
+	}
+}
+
+// requireUserNamespace fails unless the pod runs in a user namespace of its
+// own: on the test node, which supports them, the default does.
+func requireUserNamespace(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if hu := pod.Spec.HostUsers; hu == nil || *hu {
+		t.Errorf("build pod %s/%s: hostUsers %v, want false (the node supports user namespaces)", pod.Namespace, pod.Name, hu)
 	}
 }

@@ -558,6 +558,13 @@ func TestDeployRBACBuildahpodBackend(t *testing.T) {
 	if f := in.forbidden(); len(f) > 0 {
 		t.Fatalf("forbidden requests: %v", f)
 	}
+	// --builder-user-namespaces=auto looked at the nodes with the
+	// deployed role (no kubelet here: it built without one).
+	if len(in.find(func(r request) bool {
+		return r.method == "GET" && strings.HasPrefix(r.path, "/api/v1/nodes") && r.code == 200
+	})) == 0 {
+		t.Fatal("the backend never listed the nodes for user namespace support")
+	}
 	for _, want := range []string{"/namespaces/" + buildNamespace + "/pods", "/namespaces/" + buildNamespace + "/configmaps", "/namespaces/" + buildNamespace + "/secrets"} {
 		if len(in.find(func(r request) bool { return r.method == "POST" && strings.HasSuffix(r.path, want) && r.code == 201 })) == 0 {
 			t.Errorf("the controller did not create %s", want)

@@ -28,6 +28,9 @@ func TestBuildPodSecurityLevels(t *testing.T) {
 		least string
 	}{
 		{"default", buildahpod.Options{}, "baseline"},
+		// hostUsers: false relaxes restricted's runAsNonRoot and runAsUser
+		// checks (Kubernetes 1.33+), not its capabilities or seccomp.
+		{"user namespace", buildahpod.Options{UserNamespaces: buildahpod.UserNamespacesOn}, "baseline"},
 		{"pvc cache", buildahpod.Options{Cache: &buildahpod.CacheVolume{PVC: "buildah-cache"}}, "baseline"},
 		{"localhost seccomp", buildahpod.Options{SeccompProfile: "Localhost/buildah.json"}, "baseline"},
 		{"host network", buildahpod.Options{HostNetwork: true}, "privileged"},

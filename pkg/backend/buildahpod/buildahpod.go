@@ -51,6 +51,8 @@ type Backend struct {
 	// pushReadAt (see pushSecret).
 	pushRead   *corev1.Secret
 	pushReadAt time.Time
+	// survey is the last look at the nodes for user namespace support.
+	survey nodeSurvey
 }
 
 // New prepares the backend. managed must be the informer factory restricted
@@ -327,7 +329,11 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s was stale (an earlier job's, or other settings); deleted it, will retry", ns, name)
 	}
 
-	pod, err := b.pod(job)
+	userns, err := b.userNamespace(ctx)
+	if err != nil {
+		return backend.Status{}, err
+	}
+	pod, err := b.pod(job, userns)
 	if err != nil {
 		return backend.Status{}, err
 	}
@@ -350,7 +356,7 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		}
 		return backend.Status{}, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
 	}
-	b.logf("Build pod created: job %s/%s, pod %s/%s, target %s", job.Namespace, job.Name, ns, name, job.Spec.TargetImage)
+	b.logf("Build pod created: job %s/%s, pod %s/%s, target %s, user namespace %t", job.Namespace, job.Name, ns, name, job.Spec.TargetImage, userns)
 	return classify(created), nil
 }
 

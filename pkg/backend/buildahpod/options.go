@@ -32,6 +32,9 @@ type Options struct {
 	// default), "Unconfined", or "Localhost/<path>" for a profile on the
 	// node that allows unshare(CLONE_NEWUSER). RuntimeDefault does not.
 	SeccompProfile string
+	// UserNamespaces: whether build pods run with hostUsers: false (see
+	// UserNamespaceMode); UserNamespacesAuto when empty.
+	UserNamespaces UserNamespaceMode
 	// StorageDriver of buildah in the pod: overlay (default) or vfs.
 	StorageDriver string
 	// Cache keeps /var/lib/containers between builds; nil uses an emptyDir.
@@ -173,6 +176,17 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Privileged && o.SeccompProfile != "" {
 		return fmt.Errorf("buildahpod: a seccomp profile and a privileged builder exclude each other")
+	}
+	switch o.UserNamespaces {
+	case "":
+		o.UserNamespaces = UserNamespacesAuto
+	case UserNamespacesAuto, UserNamespacesOff:
+	case UserNamespacesOn:
+		if why := o.userNamespaceConflict(); why != "" {
+			return fmt.Errorf("buildahpod: a user namespace and %s exclude each other", why)
+		}
+	default:
+		return fmt.Errorf("buildahpod: user namespaces %q: use auto, on or off", o.UserNamespaces)
 	}
 	if c := o.Cache; c != nil {
 		if (c.PVC == "") == (c.HostPath == "") {

@@ -177,8 +177,8 @@ func storageConf(driver string) string {
 	return fmt.Sprintf("[storage]\ndriver = %q\nrunroot = \"/run/containers/storage\"\ngraphroot = %q\n", driver, storageDir+"/storage")
 }
 
-// pod is the build pod of job.
-func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
+// pod is the build pod of job; userns gives it a user namespace of its own.
+func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool) (*corev1.Pod, error) {
 	o := &b.opts
 	ns, name := b.podRef(job)
 	base := dockerfile.Normalize(backend.JobInputs(job)).BaseImage
@@ -299,6 +299,11 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob) (*corev1.Pod, error) {
 			}},
 			Volumes: volumes,
 		},
+	}
+	if userns {
+		// Root in the pod is an unprivileged user of the node; its
+		// capabilities act only inside the pod's own namespaces.
+		pod.Spec.HostUsers = ptr.To(false)
 	}
 	if o.HostNetwork {
 		pod.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet

@@ -335,7 +335,7 @@ func TestPodOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := &Backend{opts: c.opts}
-			pod, err := b.pod(job)
+			pod, err := b.pod(job, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -349,6 +349,10 @@ func TestPodOptions(t *testing.T) {
 		{StorageDriver: "btrfs"},
 		{Cache: &CacheVolume{}},
 		{Cache: &CacheVolume{PVC: "a", HostPath: "/b"}},
+		{UserNamespaces: "yes"},
+		{UserNamespaces: UserNamespacesOn, Privileged: true},
+		{UserNamespaces: UserNamespacesOn, HostNetwork: true},
+		{UserNamespaces: UserNamespacesOn, Cache: &CacheVolume{HostPath: "/b"}},
 	} {
 		if err := bad.setDefaults(); err == nil {
 			t.Errorf("options %+v accepted", bad)
