@@ -214,3 +214,68 @@ func BenchmarkRegistryCache(b *testing.B) {
 	b.Logf("%d each: cold build with the cache %.1fs (without %.1fs, %.2fx); rebuild after one pip change in a fresh pod %.1fs (%.2fx the cold build)",
 		b.N, coldCache.Seconds()/n, coldNoCache.Seconds()/n, coldCache.Seconds()/coldNoCache.Seconds(), rebuild.Seconds()/n, rebuild.Seconds()/coldCache.Seconds())
 }
+
+// BenchmarkUserNamespaces builds the BackendsEndToEnd spec (a pip package
+// new to all, on the shared base) in a user-namespaced pod (the default on
+// this node), in a pod of the host's users, and in a user-namespaced pod
+// with buildah's vfs driver instead of overlay, same run, rotating which
+// goes first; from the spec write to the job's final status.
+func BenchmarkUserNamespaces(b *testing.B) {
+	env := SharedEnv(b)
+	p := StartPodEnv(b)
+	type arm struct {
+		name   string
+		userns bool
+		tweak  func(*buildahpod.Options)
+		ns     string
+		c      *Controller
+		total  time.Duration
+	}
+	arms := []*arm{
+		{name: "userns", userns: true},
+		{name: "host-users", tweak: func(o *buildahpod.Options) { o.UserNamespaces = buildahpod.UserNamespacesOff }},
+		{name: "userns-vfs", userns: true, tweak: func(o *buildahpod.Options) { o.StorageDriver = "vfs" }},
+	}
+	for _, a := range arms {
+		a.ns = NewNamespace(b)
+		a.c, _ = p.StartPodController(b, a.ns, ControllerConfig{}, a.tweak)
+	}
+	build := func(a *arm, name string, spec v1alpha1.ImageSpecSpec) {
+		start := time.Now()
+		createSpec(b, a.c, a.ns, name, spec)
+		job := waitFinal(b, a.c, a.ns, name, "")
+		a.total += time.Since(start)
+		if job.Status.Phase != v1alpha1.JobSucceeded {
+			b.Fatalf("%s: job %s/%s: %s %s", a.name, a.ns, job.Name, job.Status.Phase, job.Status.Message)
+		}
+		b.StopTimer()
+		defer b.StartTimer()
+		podNS, podName := p.BuildPod(a.ns, job.Name)
+		pod, err := p.Kube.CoreV1().Pods(podNS).Get(context.Background(), podName, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers; got != a.userns {
+			b.Fatalf("%s: pod %s: user namespace %t, want %t", a.name, podName, got, a.userns)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
+			Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-userns")}}}
+		for j := range arms {
+			build(arms[(i+j)%len(arms)], fmt.Sprintf("userns-%d", i), spec)
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	var line []string
+	for _, a := range arms {
+		b.ReportMetric(a.total.Seconds()/n, a.name+"-s/op")
+		line = append(line, fmt.Sprintf("%s %.2fs/op", a.name, a.total.Seconds()/n))
+	}
+	b.ReportMetric(arms[0].total.Seconds()/arms[1].total.Seconds(), "userns/host-users")
+	b.ReportMetric(arms[2].total.Seconds()/arms[0].total.Seconds(), "vfs/overlay")
+	b.Logf("%d builds each: %s; userns/host-users %.2f, vfs/overlay (userns) %.2f", b.N, strings.Join(line, ", "),
+		arms[0].total.Seconds()/arms[1].total.Seconds(), arms[2].total.Seconds()/arms[0].total.Seconds())
+}

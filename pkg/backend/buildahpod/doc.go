@@ -65,6 +65,20 @@
 // instead, for nodes where the above is not possible; the API server must
 // allow privileged pods.
 //
+// # User namespace
+//
+// With Options.UserNamespaces auto (the default) the pod gets hostUsers:
+// false whenever every schedulable node it may land on reports user
+// namespace support for its default runtime handler (Node
+// status.runtimeHandlers; looked at once a minute at most): the kubelet
+// maps the pod's IDs 0-65535 to an unprivileged range of the node's and
+// mounts its volumes idmapped, so the capabilities above act only on the
+// pod's own namespaces. Needs Kubernetes >= 1.33, containerd >= 2.0 with
+// runc >= 1.2 (or CRI-O with crun >= 1.9) and Linux >= 6.3. Privileged
+// builders, the host network and a host path cache exclude it. The Pod
+// Security level stays baseline: restricted waives its non-root checks for
+// such pods but still forbids the three capabilities.
+//
 // # Storage
 //
 // buildah's store is /var/lib/containers on an emptyDir: native overlay
