@@ -90,21 +90,10 @@ func TestKernelIDMappedMounts(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("file system magic of %s: %#x", dir, statfsType(t, dir))
-			tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-			if err != nil {
-				t.Fatalf("open_tree: %v", err)
-			}
-			defer unix.Close(tree)
-			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
-			if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
-				t.Fatalf("%s does not support idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP: %v): user-namespaced pods cannot mount their volumes here", fs.name, err)
-			}
 			target := filepath.Join(base, "idmapped-"+fs.name)
-			mustMkdir(t, target)
-			if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-				t.Fatalf("move_mount: %v", err)
+			if err := idmappedMount(t, dir, target, userns); err != nil {
+				t.Fatalf("%s does not support idmapped mounts (%v): user-namespaced pods cannot mount their volumes here", fs.name, err)
 			}
-			t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
 			// Root's file on disk is the namespace's root through the mount.
 			if err := unix.Stat(filepath.Join(target, "owned-by-root"), &st); err != nil {
 				t.Fatal(err)
@@ -125,20 +114,9 @@ func TestKernelIDMappedMounts(t *testing.T) {
 			t.Fatal(err)
 		}
 		idmapped := filepath.Join(base, "layer-idmapped")
-		mustMkdir(t, idmapped)
-		tree, err := unix.OpenTree(unix.AT_FDCWD, layer, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		if err != nil {
-			t.Fatalf("open_tree: %v", err)
-		}
-		defer unix.Close(tree)
-		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
-		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		if err := idmappedMount(t, layer, idmapped, userns); err != nil {
 			t.Fatalf("idmapping the layer: %v", err)
 		}
-		if err := unix.MoveMount(tree, "", unix.AT_FDCWD, idmapped, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			t.Fatalf("move_mount: %v", err)
-		}
-		t.Cleanup(func() { _ = unix.Unmount(idmapped, unix.MNT_DETACH) })
 		empty := filepath.Join(base, "layer-empty")
 		mustMkdir(t, empty)
 		merged := filepath.Join(base, "merged")
@@ -153,6 +131,27 @@ func TestKernelIDMappedMounts(t *testing.T) {
 			t.Errorf("through the overlay the layer's root file is owned by %d, want %d", st.Uid, usernsHostBase)
 		}
 	})
+}
+
+// idmappedMount mounts an idmapped clone of dir (the mapping of userns's
+// owner) on target, a new directory, until the test ends.
+func idmappedMount(t *testing.T, dir, target string, userns *os.File) error {
+	t.Helper()
+	mustMkdir(t, target)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return fmt.Errorf("mount_setattr MOUNT_ATTR_IDMAP: %w", err)
+	}
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+	return nil
 }
 
 func kernelVersion(t *testing.T, release string) (int, int) {
