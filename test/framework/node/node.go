@@ -256,7 +256,7 @@ func (n *Node) writeConfigs(reg *registry.Registry, nodeCreds bool) error {
 	}
 	// The CA at the top too: after a [host] entry answers 404 the resolver
 	// falls back to the server, which would otherwise report an x509 error
-	// instead of "not found". containerd 1.6 requires a [host] tree.
+	// instead of "not found". containerd 1.6 required a [host] tree; 2.x reads it the same.
 	hosts := fmt.Sprintf("server = %[1]q\nca = %[2]q\n\n[host.%[1]q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %[2]q\n",
 		"https://"+reg.Host, reg.CACertPath)
 	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
