@@ -54,7 +54,6 @@ type nodeSurvey struct {
 	mu        sync.Mutex
 	at        time.Time
 	supported bool
-	why       string
 	warned    bool
 }
 
@@ -106,7 +105,7 @@ func (b *Backend) userNamespace(ctx context.Context) (bool, error) {
 	if supported && !s.supported && !s.at.IsZero() {
 		b.logf("Build pods run in a user namespace again: every build node supports it")
 	}
-	s.at, s.supported, s.why = time.Now(), supported, why
+	s.at, s.supported = time.Now(), supported
 	return supported, nil
 }
 
