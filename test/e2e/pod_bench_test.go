@@ -59,24 +59,15 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 			viaPod += end.Sub(start)
 			b.StopTimer()
 			defer b.StartTimer()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			_, podName := p.BuildPod(nsPod, job.Name)
-			pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
-				b.Fatalf("pod %s: no terminated builder container", podName)
-			}
-			started, finished, ok := scriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
+			pod, started, finished := finishedBuildPod(b, p, nsPod, job.Name)
+			podName := pod.Name
 			created, terminated, final := seen.get(podName)
 			// The job may end before the pod's phase does.
 			for wait := time.Now(); final.IsZero() && time.Since(wait) < 10*time.Second; time.Sleep(20 * time.Millisecond) {
 				created, terminated, final = seen.get(podName)
 			}
-			if !ok || created.IsZero() || terminated.IsZero() || final.IsZero() {
-				b.Fatalf("pod %s: script times %v, terminated seen %v, final seen %v", podName, ok, terminated, final)
+			if created.IsZero() || terminated.IsZero() || final.IsZero() {
+				b.Fatalf("pod %s: created seen %v, terminated seen %v, final seen %v", podName, created, terminated, final)
 			}
 			toPod += created.Sub(start)
 			toScript += started.Sub(created)
@@ -106,6 +97,27 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	b.ReportMetric(phaseLag.Seconds()/n, "pod-terminated-to-pod-final-s/op")
 	b.Logf("%d builds each: inprocess %.2fs/op, buildahpod %.2fs/op (spec -> pod created %.2fs, pod created -> script start %.2fs, script %.2fs, script end -> kubelet report %.2fs, report -> job final %.2fs; container terminated -> pod final %.2fs)",
 		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, toPod.Seconds()/n, toScript.Seconds()/n, script.Seconds()/n, toReport.Seconds()/n, reportToFinal.Seconds()/n, phaseLag.Seconds()/n)
+}
+
+// finishedBuildPod reads the build pod of a finished job and the build
+// script's start and end times from its termination message.
+func finishedBuildPod(b *testing.B, p *PodEnv, ns, job string) (_ *corev1.Pod, started, finished time.Time) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	podNS, podName := p.BuildPod(ns, job)
+	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
+		b.Fatalf("pod %s: no terminated builder container", podName)
+	}
+	started, finished, ok := scriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
+	if !ok {
+		b.Fatalf("pod %s: no script times in its termination message", podName)
+	}
+	return pod, started, finished
 }
 
 // scriptTimes reads the build script's started= and finished= lines.
@@ -253,20 +265,9 @@ func BenchmarkUserNamespaces(b *testing.B) {
 		}
 		b.StopTimer()
 		defer b.StartTimer()
-		podNS, podName := p.BuildPod(a.ns, job.Name)
-		pod, err := p.Kube.CoreV1().Pods(podNS).Get(context.Background(), podName, metav1.GetOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		pod, started, finished := finishedBuildPod(b, p, a.ns, job.Name)
 		if got := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers; got != a.userns {
-			b.Fatalf("%s: pod %s: user namespace %t, want %t", a.name, podName, got, a.userns)
-		}
-		if len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
-			b.Fatalf("%s: pod %s: no terminated builder container", a.name, podName)
-		}
-		started, finished, ok := scriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
-		if !ok {
-			b.Fatalf("%s: pod %s: no script times", a.name, podName)
+			b.Fatalf("%s: pod %s: user namespace %t, want %t", a.name, pod.Name, got, a.userns)
 		}
 		a.script += finished.Sub(started)
 	}

@@ -12,14 +12,57 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/test/framework/node"
 )
 
 // podIDRange is how many IDs the kubelet maps into each pod's user namespace.
 const podIDRange = 65536
+
+// runningBuildPod waits for the ImageSpec "userns" of ns to build while
+// index holds its pip step, and returns its build pod and the host's
+// processes of that pod.
+func runningBuildPod(ctx context.Context, t *testing.T, p *PodEnv, c *Controller, ns string, index *hangingIndex) (*corev1.Pod, []node.HostProcess) {
+	t.Helper()
+	job := runningJob(t, c, ns, "userns", "", index)
+	podNS, podName := p.BuildPod(ns, job.Name)
+	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, err := p.Node.PodProcesses(pod.UID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, procs
+}
+
+// processOf is the last of procs whose command line matches; the test
+// fails without one.
+func processOf(t *testing.T, procs []node.HostProcess, what string, match func(cmd string) bool) node.HostProcess {
+	t.Helper()
+	found := -1
+	for i, pr := range procs {
+		if match(pr.Command) {
+			found = i
+		}
+	}
+	if found < 0 {
+		t.Fatalf("no %s process among the pod's %+v", what, procs)
+	}
+	return procs[found]
+}
+
+// asPodRoot runs the host's busybox with args as root of pid's user
+// namespace, holding every capability there (nsenter -U), in the host's
+// other namespaces.
+func asPodRoot(ctx context.Context, pid int, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(pid), "-U", "--", "/bin/busybox"}, args...)...).CombinedOutput()
+}
 
 // ownersUnder counts the files under dir by owner; files removed while it
 // walks are skipped.
@@ -61,62 +104,43 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 	c, _ := p.StartPodController(t, ns, ControllerConfig{Tweak: hangingIndexOptions(index)}, nil)
 	spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage, Packages: v1alpha1.Packages{Pip: []string{"e2e-hello"}}}
 	createSpec(t, c, ns, "userns", spec)
-	job := runningJob(t, c, ns, "userns", "", index)
-	podNS, podName := p.BuildPod(ns, job.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod, procs := runningBuildPod(ctx, t, p, c, ns, index)
 	requireUserNamespace(t, pod)
 
-	procs, err := p.Node.PodProcesses(pod.UID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The sandbox's pause process is in the pod's user namespace; its
 	// uid_map, read from the host, is "0 <first host ID> 65536".
+	pause := processOf(t, procs, "pause", func(cmd string) bool { return strings.HasSuffix(strings.Fields(cmd + " x")[0], "pause") })
 	var base uint64
-	for _, pr := range procs {
-		if f := strings.Fields(pr.UIDMap); strings.HasSuffix(strings.Fields(pr.Command + " x")[0], "pause") && len(f) == 3 {
-			base, _ = strconv.ParseUint(f[1], 10, 32)
-			if f[0] != "0" || f[2] != strconv.Itoa(podIDRange) {
-				t.Errorf("sandbox uid_map %q, want 0 <host ID> %d", pr.UIDMap, podIDRange)
-			}
+	if f := strings.Fields(pause.UIDMap); len(f) == 3 {
+		base, _ = strconv.ParseUint(f[1], 10, 32)
+		if f[0] != "0" || f[2] != strconv.Itoa(podIDRange) {
+			t.Errorf("sandbox uid_map %q, want 0 <host ID> %d", pause.UIDMap, podIDRange)
 		}
 	}
 	if base < podIDRange {
 		t.Fatalf("the pod's user namespace starts at host ID %d, want above the host's own 0-65535 (processes: %+v)", base, procs)
 	}
+	inRange := func(id uint32) bool { return uint64(id) >= base && uint64(id) < base+podIDRange }
 	t.Logf("pod %s maps 0-65535 to host IDs %d-%d", pod.Name, base, base+podIDRange-1)
-	sawPip := false
+	// The build is looked at while it runs: its pip step is there.
+	isPip := func(cmd string) bool { return strings.Contains(cmd, "pip") }
+	pip := processOf(t, procs, "pip", isPip)
 	for _, pr := range procs {
-		sawPip = sawPip || strings.Contains(pr.Command, "pip")
 		for _, id := range append(pr.UIDs[:], pr.GIDs[:]...) {
-			if uint64(id) < base || uint64(id) >= base+podIDRange {
+			if !inRange(id) {
 				t.Errorf("pid %d (%s) runs as host uids %v gids %v, outside the pod's range %d-%d", pr.PID, pr.Command, pr.UIDs, pr.GIDs, base, base+podIDRange-1)
 				break
 			}
 		}
-	}
-	if !sawPip {
-		t.Errorf("no pip process among the pod's %d processes: the build was not looked at while it ran", len(procs))
 	}
 
 	// The store buildah filled in the emptyDir. The kubelet mounts volumes
 	// idmapped: on disk the files keep the IDs the pod sees (root's are
 	// 0, as on a node without user namespaces), and through the pod's
 	// mount, from the host, they belong to the pod's range.
-	var buildah int
-	for _, pr := range procs {
-		if strings.HasPrefix(pr.Command, "buildah ") {
-			buildah = pr.PID
-		}
-	}
-	if buildah == 0 {
-		t.Fatalf("no buildah process among %+v", procs)
-	}
+	buildah := processOf(t, procs, "buildah", func(cmd string) bool { return strings.HasPrefix(cmd, "buildah ") }).PID
 	onDisk := ownersUnder(t, filepath.Join(p.Node.PodDir(pod.UID), "volumes", "kubernetes.io~empty-dir", "storage"))
 	throughPod := ownersUnder(t, filepath.Join("/proc", strconv.Itoa(buildah), "root", "var", "lib", "containers"))
 	t.Logf("emptyDir owners on disk %v; through the pod's mount %v", onDisk, throughPod)
@@ -128,7 +152,7 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 	files := 0
 	for uid, n := range throughPod {
 		files += n
-		if uint64(uid) < base || uint64(uid) >= base+podIDRange {
+		if !inRange(uid) {
 			t.Errorf("through the pod's mount %d files are owned by host uid %d, outside the pod's range %d-%d", n, uid, base, base+podIDRange-1)
 		}
 	}
@@ -138,12 +162,6 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 
 	// Root of the pod's user namespace, with every capability there,
 	// tries what only the node's root may do.
-	var pid int
-	for _, pr := range procs {
-		if strings.Contains(pr.Command, "pip") {
-			pid = pr.PID
-		}
-	}
 	scratch, err := os.MkdirTemp("", "imagespec-userns-")
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +194,7 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 		{"set the host's hostname", []string{"hostname", "imagespec-escaped"}},
 		{"read a file of the node's root", []string{"cat", nodeSecret}},
 	} {
-		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(pid), "-U", "--", "/bin/busybox"}, attempt.args...)...)
-		out, err := cmd.CombinedOutput()
+		out, err := asPodRoot(ctx, pip.PID, attempt.args...)
 		msg := strings.TrimSpace(string(out))
 		switch {
 		case err == nil:
@@ -196,7 +213,7 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 
 	// Let the build finish: it pushes from the user-namespaced pod.
 	index.Release()
-	job = WaitJob(t, c, ns, "userns", "", buildTimeout)
+	job := WaitJob(t, c, ns, "userns", "", buildTimeout)
 	requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 	if !TagExists(t, env.Registry, job.Spec.TargetImage) {
 		t.Errorf("%s not pushed", job.Spec.TargetImage)
@@ -209,35 +226,20 @@ func testPodUserNamespace(t *testing.T, p *PodEnv) {
 	c2, _ := p.StartPodController(t, ns2, ControllerConfig{Tweak: hangingIndexOptions(index2)},
 		func(o *buildahpod.Options) { o.UserNamespaces = buildahpod.UserNamespacesOff })
 	createSpec(t, c2, ns2, "userns", spec)
-	job = runningJob(t, c2, ns2, "userns", "", index2)
-	podNS, podName = p.BuildPod(ns2, job.Name)
-	if pod, err = p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pod, procs = runningBuildPod(ctx, t, p, c2, ns2, index2)
 	if hu := pod.Spec.HostUsers; hu != nil && !*hu {
-		t.Errorf("--builder-user-namespaces=off made pod %s with hostUsers false", podName)
+		t.Errorf("--builder-user-namespaces=off made pod %s with hostUsers false", pod.Name)
 	}
-	if procs, err = p.Node.PodProcesses(pod.UID); err != nil {
-		t.Fatal(err)
+	pip = processOf(t, procs, "pip", isPip)
+	if pip.UIDs[0] != 0 {
+		t.Errorf("without a user namespace pip runs as host uid %d, want 0", pip.UIDs[0])
 	}
-	pid = 0
-	for _, pr := range procs {
-		if strings.Contains(pr.Command, "pip") {
-			pid = pr.PID
-			if pr.UIDs[0] != 0 {
-				t.Errorf("without a user namespace pip runs as host uid %d, want 0", pr.UIDs[0])
-			}
-		}
-	}
-	if pid == 0 {
-		t.Fatalf("no pip process among %+v", procs)
-	}
-	out, err := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(pid), "-U", "--", "/bin/busybox", "cat", nodeSecret).CombinedOutput()
+	out, err := asPodRoot(ctx, pip.PID, "cat", nodeSecret)
 	if err != nil || string(out) != "node only" {
 		t.Errorf("without a user namespace the pod's root could not read the node's file (%v: %s): the check above proves nothing", err, out)
 	}
 	index2.Release()
 	job = WaitJob(t, c2, ns2, "userns", "", buildTimeout)
 	requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
-	t.Logf("without a user namespace pod %s built %s", podName, job.Status.Image)
+	t.Logf("without a user namespace pod %s built %s", pod.Name, job.Status.Image)
 }

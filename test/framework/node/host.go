@@ -352,9 +352,14 @@ func cgroupDirs(name string) []string {
 
 // CgroupPIDs lists the processes in the cgroup tree name (any hierarchy).
 func CgroupPIDs(name string) []int {
+	return pidsIn(cgroupDirs(name))
+}
+
+// pidsIn lists the processes of the cgroup directories dirs, each once.
+func pidsIn(dirs []string) []int {
 	seen := map[int]bool{}
 	var pids []int
-	for _, d := range cgroupDirs(name) {
+	for _, d := range dirs {
 		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 		if err != nil {
 			continue

@@ -29,24 +29,17 @@ type HostProcess struct {
 }
 
 // PodProcesses lists the host's processes in the pod's cgroup (the
-// kubelet's cgroupfs layout names it pod<uid>): its containers' and its
-// sandbox's.
+// kubelet's cgroupfs layout names it pod<uid>, below the node's cgroup
+// root): its containers' and its sandbox's.
 func (n *Node) PodProcesses(uid types.UID) ([]HostProcess, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
+	var podDirs []string
+	for _, d := range cgroupDirs(n.CgroupRoot) {
+		if strings.Contains(d+"/", "/pod"+string(uid)+"/") {
+			podDirs = append(podDirs, d)
+		}
 	}
-	marker := "/pod" + string(uid) + "/"
 	var out []HostProcess
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if err != nil || !strings.Contains(string(cg), n.CgroupRoot+"/") || !strings.Contains(string(cg), marker) {
-			continue
-		}
+	for _, pid := range pidsIn(podDirs) {
 		p, err := readHostProcess(pid)
 		if err != nil {
 			continue // exited meanwhile
