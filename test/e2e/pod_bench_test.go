@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/pkg/backend/inprocess"
 )
 
 // The same spec through both backends in one run, from ImageSpec creation
@@ -22,13 +24,14 @@ import (
 // builds; each pod pulls it into a fresh emptyDir, which is part of the
 // pod backend's overhead, as are scheduling, starting the builder
 // container and the kubelet's status report. The pod build is split with
-// the build script's own start and end times (nanoseconds, from its
-// termination message; the kubelet's times have whole seconds) and the
-// moments a pod watch first shows the pod, the builder container
-// terminated and the pod final: spec write -> pod created (the
-// controller), pod created -> script start (scheduling, sandbox, container
-// start), the script, script end -> the kubelet's report reaching
-// watchers, and that report -> the job final.
+// the build script's own times (its start, the ends of its pull and build
+// stages and its end, in nanoseconds, from its termination message; the
+// kubelet's times have whole seconds) and the moments a pod watch first
+// shows the pod, the builder container terminated and the pod final: spec
+// write -> pod created (the controller), pod created -> script start
+// (scheduling, sandbox, container start), the script's pull, build and
+// push, script end -> the kubelet's report reaching watchers, and that
+// report -> the job final.
 func BenchmarkBackendsEndToEnd(b *testing.B) {
 	env := SharedEnv(b)
 	p := StartPodEnv(b)
@@ -39,7 +42,7 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	podNS, _ := p.BuildPod(nsPod, "any")
 	seen := watchPodTimes(b, p, podNS)
 
-	var inproc, viaPod, toPod, toScript, script, toReport, reportToFinal, phaseLag time.Duration
+	var inproc, viaPod, toPod, toScript, pull, build, push, toReport, reportToFinal, phaseLag time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
@@ -59,7 +62,7 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 			viaPod += end.Sub(start)
 			b.StopTimer()
 			defer b.StartTimer()
-			pod, started, finished := finishedBuildPod(b, p, nsPod, job.Name)
+			pod, script := finishedBuildPod(b, p, nsPod, job.Name)
 			podName := pod.Name
 			created, terminated, final := seen.get(podName)
 			// The job may end before the pod's phase does.
@@ -70,9 +73,11 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 				b.Fatalf("pod %s: created seen %v, terminated seen %v, final seen %v", podName, created, terminated, final)
 			}
 			toPod += created.Sub(start)
-			toScript += started.Sub(created)
-			script += finished.Sub(started)
-			toReport += terminated.Sub(finished)
+			toScript += script.started.Sub(created)
+			pull += script.pulled.Sub(script.started)
+			build += script.built.Sub(script.pulled)
+			push += script.finished.Sub(script.built)
+			toReport += terminated.Sub(script.finished)
 			reportToFinal += end.Sub(terminated)
 			phaseLag += final.Sub(terminated)
 		}
@@ -91,17 +96,86 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	b.ReportMetric((viaPod-inproc).Seconds()/n, "pod-overhead-s/op")
 	b.ReportMetric(toPod.Seconds()/n, "pod-spec-to-pod-created-s/op")
 	b.ReportMetric(toScript.Seconds()/n, "pod-created-to-script-start-s/op")
-	b.ReportMetric(script.Seconds()/n, "pod-script-s/op")
+	b.ReportMetric((pull+build+push).Seconds()/n, "pod-script-s/op")
+	b.ReportMetric(pull.Seconds()/n, "pod-script-pull-s/op")
+	b.ReportMetric(build.Seconds()/n, "pod-script-build-s/op")
+	b.ReportMetric(push.Seconds()/n, "pod-script-push-s/op")
 	b.ReportMetric(toReport.Seconds()/n, "pod-script-end-to-kubelet-report-s/op")
 	b.ReportMetric(reportToFinal.Seconds()/n, "pod-report-to-job-final-s/op")
 	b.ReportMetric(phaseLag.Seconds()/n, "pod-terminated-to-pod-final-s/op")
-	b.Logf("%d builds each: inprocess %.2fs/op, buildahpod %.2fs/op (spec -> pod created %.2fs, pod created -> script start %.2fs, script %.2fs, script end -> kubelet report %.2fs, report -> job final %.2fs; container terminated -> pod final %.2fs)",
-		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, toPod.Seconds()/n, toScript.Seconds()/n, script.Seconds()/n, toReport.Seconds()/n, reportToFinal.Seconds()/n, phaseLag.Seconds()/n)
+	b.Logf("%d builds each: inprocess %.2fs/op, buildahpod %.2fs/op (spec -> pod created %.2fs, pod created -> script start %.2fs, script %.2fs [pull %.2fs, build %.2fs, push %.2fs], script end -> kubelet report %.2fs, report -> job final %.2fs; container terminated -> pod final %.2fs)",
+		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, toPod.Seconds()/n, toScript.Seconds()/n, (pull+build+push).Seconds()/n,
+		pull.Seconds()/n, build.Seconds()/n, push.Seconds()/n, toReport.Seconds()/n, reportToFinal.Seconds()/n, phaseLag.Seconds()/n)
+}
+
+// BenchmarkBackendsCold is BackendsEndToEnd's spec with nothing at hand:
+// the inprocess controller starts on an empty store (so it pulls the base
+// image too), the pod backend in a new namespace (an empty layer cache in
+// the registry; every pod's store is empty anyway). From the spec write to
+// the job's final status, same run, alternating which backend goes first;
+// controllers start outside the timed part.
+func BenchmarkBackendsCold(b *testing.B) {
+	env := SharedEnv(b)
+	p := StartPodEnv(b)
+	var inproc, viaPod, podScript, podPull time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		nsIn, nsPod := NewNamespace(b), NewNamespace(b)
+		store, err := os.MkdirTemp(env.WorkDir, "bench-cold-store-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Registered first, so it runs after the backend shut the store down.
+		b.Cleanup(func() {
+			if err := os.RemoveAll(store); err != nil {
+				b.Errorf("removing the cold store: %v", err)
+			}
+		})
+		cIn, _ := startInprocessWith(b, nsIn, ControllerConfig{}, func(o *inprocess.Options) { o.StorageDir = store })
+		cPod, _ := p.StartPodController(b, nsPod, ControllerConfig{}, nil)
+		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
+			Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-cold")}}}
+		b.StartTimer()
+		runInproc := func() {
+			start := time.Now()
+			createSpec(b, cIn, nsIn, "cold", spec)
+			requireBuiltBy(b, waitFinal(b, cIn, nsIn, "cold", ""), inprocess.Name, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+			inproc += time.Since(start)
+		}
+		runPod := func() {
+			start := time.Now()
+			createSpec(b, cPod, nsPod, "cold", spec)
+			job := waitFinal(b, cPod, nsPod, "cold", "")
+			requirePodPhase(b, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+			viaPod += time.Since(start)
+			b.StopTimer()
+			defer b.StartTimer()
+			_, script := finishedBuildPod(b, p, nsPod, job.Name)
+			podScript += script.total()
+			podPull += script.pulled.Sub(script.started)
+		}
+		if i%2 == 0 {
+			runInproc()
+			runPod()
+		} else {
+			runPod()
+			runInproc()
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(inproc.Seconds()/n, "inprocess-cold-s/op")
+	b.ReportMetric(viaPod.Seconds()/n, "buildahpod-cold-s/op")
+	b.ReportMetric((viaPod-inproc).Seconds()/n, "pod-overhead-s/op")
+	b.ReportMetric(podPull.Seconds()/n, "pod-script-pull-s/op")
+	b.Logf("%d cold builds each: inprocess %.2fs/op, buildahpod %.2fs/op (+%.2fs; its script %.2fs, of which the base pull %.2fs)",
+		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, (viaPod-inproc).Seconds()/n, podScript.Seconds()/n, podPull.Seconds()/n)
 }
 
 // finishedBuildPod reads the build pod of a finished job and the build
-// script's start and end times from its termination message.
-func finishedBuildPod(b *testing.B, p *PodEnv, ns, job string) (_ *corev1.Pod, started, finished time.Time) {
+// script's times from its termination message.
+func finishedBuildPod(b *testing.B, p *PodEnv, ns, job string) (*corev1.Pod, scriptTimes) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -113,29 +187,43 @@ func finishedBuildPod(b *testing.B, p *PodEnv, ns, job string) (_ *corev1.Pod, s
 	if len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
 		b.Fatalf("pod %s: no terminated builder container", podName)
 	}
-	started, finished, ok := scriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
-	if !ok {
-		b.Fatalf("pod %s: no script times in its termination message", podName)
+	times, err := parseScriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
+	if err != nil {
+		b.Fatalf("pod %s: %v", podName, err)
 	}
-	return pod, started, finished
+	return pod, times
 }
 
-// scriptTimes reads the build script's started= and finished= lines.
-func scriptTimes(msg string) (started, finished time.Time, ok bool) {
-	parse := func(key string) (time.Time, bool) {
+// scriptTimes are the build script's start, the ends of its pull and build
+// stages, and its end.
+type scriptTimes struct{ started, pulled, built, finished time.Time }
+
+func (t scriptTimes) total() time.Duration { return t.finished.Sub(t.started) }
+
+// parseScriptTimes reads the started=, pulled=, built= and finished= lines
+// (Unix seconds with a fraction) of a termination message.
+func parseScriptTimes(msg string) (scriptTimes, error) {
+	var t scriptTimes
+	for key, into := range map[string]*time.Time{"started": &t.started, "pulled": &t.pulled, "built": &t.built, "finished": &t.finished} {
+		found := false
 		for _, line := range strings.Split(msg, "\n") {
-			if v, found := strings.CutPrefix(line, key+"="); found {
-				sec, frac, _ := strings.Cut(v, ".")
-				s, err1 := strconv.ParseInt(sec, 10, 64)
-				ns, err2 := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
-				return time.Unix(s, ns), err1 == nil && err2 == nil
+			v, ok := strings.CutPrefix(line, key+"=")
+			if !ok {
+				continue
 			}
+			sec, frac, _ := strings.Cut(v, ".")
+			s, err1 := strconv.ParseInt(sec, 10, 64)
+			ns, err2 := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+			if err1 != nil || err2 != nil {
+				return t, fmt.Errorf("termination message: %s=%q is not a time", key, v)
+			}
+			*into, found = time.Unix(s, ns), true
 		}
-		return time.Time{}, false
+		if !found {
+			return t, fmt.Errorf("termination message has no %s= time", key)
+		}
 	}
-	started, ok1 := parse("started")
-	finished, ok2 := parse("finished")
-	return started, finished, ok1 && ok2
+	return t, nil
 }
 
 // podTimes records when a watch of the build namespace first showed each
@@ -265,11 +353,11 @@ func BenchmarkUserNamespaces(b *testing.B) {
 		}
 		b.StopTimer()
 		defer b.StartTimer()
-		pod, started, finished := finishedBuildPod(b, p, a.ns, job.Name)
+		pod, script := finishedBuildPod(b, p, a.ns, job.Name)
 		if got := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers; got != a.userns {
 			b.Fatalf("%s: pod %s: user namespace %t, want %t", a.name, pod.Name, got, a.userns)
 		}
-		a.script += finished.Sub(started)
+		a.script += script.total()
 	}
 	// The node pulls the builder image for the first pod: not any arm's.
 	for _, a := range arms {

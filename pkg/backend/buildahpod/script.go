@@ -7,8 +7,9 @@ package buildahpod
 //
 // Stages and what the container reports:
 //   - success: exit 0; the termination message holds "digest=sha256:..."
-//     and "baseDigest=sha256:..." lines, and "started=" and "finished="
-//     with the script's start and end (Unix seconds, to the nanosecond
+//     and "baseDigest=sha256:..." lines, and "started=", "pulled=",
+//     "built=" and "finished=" with the script's start, the ends of its
+//     pull and build stages and its end (Unix seconds, to the nanosecond
 //     where date has %N; the kubelet's own times have whole seconds), for
 //     measuring where a build's time goes.
 //   - failure: exit code of the stage (exitSetup, exitPull, exitBuild,
@@ -81,6 +82,7 @@ stage pull 11 buildah inspect --type image --format 'imagespec-user={{.OCIv1.Con
 base_user=$(grep '^imagespec-user=' "$work/pull.log" | tail -n 1)
 base_user=${base_user#imagespec-user=}
 echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
+pulled=$(date +%s.%N 2>/dev/null || true)
 
 # The user variant restores the base image's user from a build argument, so
 # the user reaches buildah as data, never as Dockerfile text.
@@ -107,6 +109,7 @@ if [ -n "${IMAGESPEC_CACHE_REPO:-}" ] && [ -n "$push_auth" ]; then
 fi
 stage build 12 buildah bud "$@" --layers --pull=never --isolation chroot --format oci \
   --build-arg "IMAGESPEC_BASE_USER=$base_user" -f "$dockerfile" -t "$IMAGESPEC_TARGET_IMAGE" "$work/context"
+built=$(date +%s.%N 2>/dev/null || true)
 
 echo "imagespec: pushing $IMAGESPEC_TARGET_IMAGE"
 if [ -n "$push_auth" ]; then
@@ -115,6 +118,6 @@ else
   stage push 13 buildah push --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
 fi
 digest=$(cat "$work/digest")
-printf 'digest=%s\nbaseDigest=%s\nstarted=%s\nfinished=%s\n' "$digest" "$base_digest" "$started" "$(date +%s.%N 2>/dev/null || true)" >"$msg"
+printf 'digest=%s\nbaseDigest=%s\nstarted=%s\npulled=%s\nbuilt=%s\nfinished=%s\n' "$digest" "$base_digest" "$started" "$pulled" "$built" "$(date +%s.%N 2>/dev/null || true)" >"$msg"
 echo "imagespec: pushed $IMAGESPEC_TARGET_IMAGE@$digest"
 `

@@ -135,7 +135,7 @@ func TestScriptTakesValuesAsData(t *testing.T) {
 	if push == nil || push[len(push)-1] != "docker://"+nasty+"-target" || push[len(push)-2] != nasty+"-target" {
 		t.Errorf("push argv %q", push)
 	}
-	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\n$`).MatchString(run.msg) {
+	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\npulled=[0-9]+\.[0-9]{9}\nbuilt=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\n$`).MatchString(run.msg) {
 		t.Errorf("termination message %q", run.msg)
 	}
 }
