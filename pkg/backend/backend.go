@@ -6,11 +6,20 @@ package backend
 
 import (
 	"context"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 )
+
+// DefaultPushSecretRecheck is how long the one push Secret of a build
+// namespace, once read (or written), counts as current where no informer
+// watches it: the controller restores a missing or changed push Secret at
+// most this long after the change, and the pod backend mounts a read of it
+// into the builds of the same span, so a fan-out of hundreds of builds
+// reads it once. Both take it from their options, which default to it.
+const DefaultPushSecretRecheck = 30 * time.Second
 
 // Notify tells the controller that the build of the job with this
 // namespace/name key changed state, so it syncs the job again. Backends call

@@ -101,7 +101,7 @@ type Options struct {
 	PushSecretNamespace string
 	// PushSecretRecheck is how long the push Secret, read or written
 	// without an informer (PushSecretNamespace), counts as current; zero
-	// is DefaultPushSecretRecheck.
+	// is backend.DefaultPushSecretRecheck.
 	PushSecretRecheck time.Duration
 	// ExistingPushSecret: PushSecretName names a Secret the user manages;
 	// the controller only references it.
@@ -220,7 +220,7 @@ func New(ctx context.Context,
 		opts.CancelTimeout = DefaultCancelTimeout
 	}
 	if opts.PushSecretRecheck <= 0 {
-		opts.PushSecretRecheck = DefaultPushSecretRecheck
+		opts.PushSecretRecheck = backend.DefaultPushSecretRecheck
 	}
 	RegisterScheme()
 

@@ -766,7 +766,7 @@ func TestPushSecretReadOncePerWindow(t *testing.T) {
 	}
 	f.syncJob(job2)
 	if got := secretRequests(); got != first {
-		t.Errorf("%d Secret requests for a second build within %v, want none", got-first, DefaultPushSecretRecheck)
+		t.Errorf("%d Secret requests for a second build within %v, want none", got-first, backend.DefaultPushSecretRecheck)
 	}
 
 	ctx := context.Background()
@@ -778,7 +778,7 @@ func TestPushSecretReadOncePerWindow(t *testing.T) {
 	if _, err := f.kube.CoreV1().Secrets("builds").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	later := testNow.Add(DefaultPushSecretRecheck + time.Second)
+	later := testNow.Add(backend.DefaultPushSecretRecheck + time.Second)
 	f.ctrl.now = func() time.Time { return later }
 	if err := f.ctrl.ensurePushSecret(ctx, "builds"); err != nil {
 		t.Fatal(err)

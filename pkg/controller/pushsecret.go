@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,10 +31,6 @@ func (c *Controller) pushSecretNamespace(namespace string) string {
 	}
 	return namespace
 }
-
-// DefaultPushSecretRecheck is how long a push Secret read without an
-// informer counts as current (Options.PushSecretRecheck).
-const DefaultPushSecretRecheck = 30 * time.Second
 
 func (c *Controller) managesPushSecret() bool {
 	return !c.opts.ExistingPushSecret && c.opts.Registry.HasCredentials()

@@ -374,14 +374,8 @@ func (b *Backend) getSecret(ctx context.Context, namespace, name, reason, use st
 	return s, backend.Status{}, false, nil
 }
 
-// pushSecretReuse is how long the one push Secret of a build namespace,
-// once read, serves new builds without another read: a fan-out of
-// hundreds of builds reads it once. The controller rewrites a missing or
-// changed push Secret within the same time.
-const pushSecretReuse = 30 * time.Second
-
 // pushSecret is checkSecret for the push Secret; with a build namespace a
-// read is reused for pushSecretReuse.
+// read is reused for Options.PushSecretRecheck.
 func (b *Backend) pushSecret(ctx context.Context, namespace, name string) (*corev1.Secret, backend.Status, bool, error) {
 	if b.opts.BuildNamespace == "" || name == "" {
 		return b.checkSecret(ctx, namespace, name, v1alpha1.ReasonPushFailed, "push")
@@ -389,7 +383,7 @@ func (b *Backend) pushSecret(ctx context.Context, namespace, name string) (*core
 	b.mu.Lock()
 	cached, at := b.pushRead, b.pushReadAt
 	b.mu.Unlock()
-	if cached != nil && cached.Name == name && time.Since(at) < pushSecretReuse {
+	if cached != nil && cached.Name == name && time.Since(at) < b.opts.PushSecretRecheck {
 		return cached, backend.Status{}, false, nil
 	}
 	s, st, done, err := b.checkSecret(ctx, namespace, name, v1alpha1.ReasonPushFailed, "push")

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imagespec/imagespec-controller/pkg/backend"
 	"github.com/imagespec/imagespec-controller/pkg/credentials"
 )
 
@@ -63,6 +64,11 @@ type Options struct {
 	// LogTailLines is how many lines of a finished pod's log are read for
 	// status.logTail; 60 when zero.
 	LogTailLines int64
+	// PushSecretRecheck: with a build namespace, how long one read of the
+	// push Secret serves new builds; zero is
+	// backend.DefaultPushSecretRecheck, the controller's own recheck of
+	// the same Secret.
+	PushSecretRecheck time.Duration
 	// CancelWait bounds how long Cancel waits for a deleted pod to be gone
 	// (its containers stopped); 30s when zero.
 	CancelWait time.Duration
@@ -203,6 +209,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.LogTailLines <= 0 {
 		o.LogTailLines = 60
+	}
+	if o.PushSecretRecheck <= 0 {
+		o.PushSecretRecheck = backend.DefaultPushSecretRecheck
 	}
 	if o.CancelWait <= 0 {
 		o.CancelWait = 30 * time.Second

@@ -729,7 +729,7 @@ func TestNewBuildReadsNoPodLive(t *testing.T) {
 }
 
 // With a build namespace, one read of the push Secret serves the builds
-// that start within pushSecretReuse; a missing push Secret is read again
+// that start within Options.PushSecretRecheck; a missing push Secret is read again
 // (and fails the build) every time.
 func TestPushSecretReadOncePerFanOut(t *testing.T) {
 	push := dockerSecret("push-creds")
@@ -752,6 +752,16 @@ func TestPushSecretReadOncePerFanOut(t *testing.T) {
 	}
 	if got := reads(); got != 1 {
 		t.Errorf("%d reads of the push Secret for 3 builds, want 1", got)
+	}
+	// A recheck shorter than the builds' spacing reads it for each.
+	f = newFixture(t, Options{BuildNamespace: "builds", PushSecretRecheck: time.Nanosecond}, push, dockerSecret("pull-creds"))
+	for _, name := range []string{"one-abc123", "two-abc123", "three-abc123"} {
+		if _, err := f.be.Ensure(ctx, testJob(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reads(); got != 3 {
+		t.Errorf("%d reads of the push Secret for 3 builds with a 1 ns recheck, want 3", got)
 	}
 
 	f2 := newFixture(t, Options{BuildNamespace: "builds"}, dockerSecret("pull-creds"))
