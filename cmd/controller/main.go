@@ -79,6 +79,7 @@ type buildahpodFlags struct {
 	cachePVC, cacheHostPath string
 	hostNetwork             bool
 	registryCache           bool
+	baseStore               bool
 	buildNamespace          string
 	registryCertsDir        string
 	podConfigFile           string
@@ -157,6 +158,7 @@ func main() {
 	flag.StringVar(&f.buildahpod.cacheHostPath, "builder-cache-host-path", "", "buildahpod backend: a node directory mounted at /var/lib/containers, so layers survive between builds on that node.")
 	flag.StringVar(&f.buildahpod.buildNamespace, "build-namespace", "", "buildahpod backend: build pods, their ConfigMaps, the push Secret and per-build copies of pull Secrets live in this namespace only (tenants get no access to it; artifacts/deploy uses imagespec-builds). Empty builds in each ImageSpec's namespace and writes the push Secret there.")
 	flag.BoolVar(&f.buildahpod.registryCache, "builder-registry-cache", true, "buildahpod backend: keep a layer cache in the registry, one repository per namespace (<prefix>/imagespec_cache/<namespace>), so a build on any node reuses the steps earlier builds of its namespace ran; the push credentials must be able to push there. Off with the single repository layout.")
+	flag.BoolVar(&f.buildahpod.baseStore, "builder-base-store", true, "buildahpod backend: the first build of a base image in a namespace packs the base, as pulled, into a read-only store image in the namespace's cache repository (<prefix>/imagespec_cache/<namespace>:base-<hash>); later builds mount it as an image volume, so the node pulls it once and a build pod copies no base layer. Needs the registry cache, the overlay driver without --builder-cache-*, and user-namespaced build pods in auto mode on nodes with kubelet >= 1.35 and containerd >= 2.2.9.")
 	flag.BoolVar(&f.buildahpod.hostNetwork, "builder-host-network", false, "buildahpod backend: run build pods in the node's network namespace, for registries or package indexes reachable only from nodes.")
 	flag.StringVar(&f.buildahpod.registryCertsDir, "builder-registry-certs-dir", "", "buildahpod backend: a certs.d tree (<host[:port]>/*.crt) of registry CAs that build pods trust besides the builder image's.")
 	flag.StringVar(&f.buildahpod.podConfigFile, "builder-pod-config", "", "buildahpod backend: a JSON or YAML file with resources, nodeSelector, tolerations, serviceAccountName, priorityClassName, imagePullSecrets, nodeName and annotations of build pods. The single flags override it.")
@@ -353,6 +355,7 @@ func buildahpodOptions(f flags) (buildahpod.Options, error) {
 		BuildTimeout:           f.buildTimeout,
 		HostNetwork:            p.hostNetwork,
 		NoRegistryCache:        !p.registryCache,
+		NoBaseStore:            !p.baseStore,
 		BuildNamespace:         p.buildNamespace,
 		WatchNamespace:         f.namespace,
 	}

@@ -202,7 +202,7 @@ func startEnv(ctx context.Context) (_ *Env, stop func(), err error) {
 	}
 	stops = append(stops, func() { _ = env.ControlPlane.Stop() })
 
-	if env.Registry, err = registry.Start(startCtx, registry.Options{WorkDir: env.WorkDir, Address: env.HostIP}); err != nil {
+	if env.Registry, err = registry.Start(startCtx, registry.Options{WorkDir: env.WorkDir, Address: env.HostIP, AccessLog: true}); err != nil {
 		return nil, stop, fmt.Errorf("registry: %w", err)
 	}
 	stops = append(stops, func() { _ = env.Registry.Stop() })

@@ -25,6 +25,7 @@ func TestBuildahPodLifecycle(t *testing.T) {
 	t.Run("ActiveDeadline", func(t *testing.T) { testPodActiveDeadline(t, p) })
 	t.Run("HostPathCache", func(t *testing.T) { testPodHostPathCache(t, p) })
 	t.Run("RegistryCache", func(t *testing.T) { testPodRegistryCache(t, p) })
+	t.Run("BaseStore", func(t *testing.T) { testPodBaseStore(t, p) })
 	t.Run("OutOfMemory", func(t *testing.T) { testPodOutOfMemory(t, p) })
 }
 

@@ -53,6 +53,9 @@ type Backend struct {
 	pushReadAt time.Time
 	// survey is the last look at the nodes for user namespace support.
 	survey nodeSurvey
+	// baseStores are the base stores builds have pushed, as digest
+	// references (see basestore.go).
+	baseStores map[baseStoreKey]string
 }
 
 // New prepares the backend. managed must be the informer factory restricted
@@ -63,14 +66,15 @@ func New(opts Options, kube kubernetes.Interface, managed informers.SharedInform
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	if _, err := opts.securityContext(); err != nil {
+	if _, err := opts.securityContext(false); err != nil {
 		return nil, err
 	}
 	b := &Backend{
-		opts:  opts,
-		kube:  kube,
-		gone:  map[string][]chan struct{}{},
-		tails: map[types.UID]string{},
+		opts:       opts,
+		kube:       kube,
+		gone:       map[string][]chan struct{}{},
+		tails:      map[types.UID]string{},
+		baseStores: map[baseStoreKey]string{},
 	}
 	if opts.BuildNamespace != "" {
 		// The controller's factory may watch one tenant namespace only.
@@ -197,6 +201,12 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		st := classify(pod)
 		if st.Phase == v1alpha1.JobSucceeded {
 			st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
+			if ctr := builderStatus(pod); ctr != nil && ctr.State.Terminated != nil {
+				b.learnBaseStore(job, pod, parseTermination(ctr.State.Terminated.Message))
+			}
+		}
+		if st.Phase == v1alpha1.JobFailed && (st.Reason == v1alpha1.ReasonBuilderImagePullFailed || st.Reason == v1alpha1.ReasonBackendError) {
+			b.forgetBaseStore(job, pod)
 		}
 		if st.Reason == v1alpha1.ReasonBaseImagePullFailed && !b.pullsWithPush(job) {
 			if why := b.opts.Pulls.Explain(job.Spec.TargetImage, job.Spec.BaseImage); why != "" {
@@ -329,11 +339,12 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		return backend.Status{}, fmt.Errorf("ConfigMap %s/%s was stale (an earlier job's, or other settings); deleted it, will retry", ns, name)
 	}
 
-	userns, err := b.userNamespace(ctx)
+	userns, imageVolumes, err := b.userNamespace(ctx)
 	if err != nil {
 		return backend.Status{}, err
 	}
-	pod, err := b.pod(job, userns)
+	store := b.baseStorePlan(job, userns, imageVolumes)
+	pod, err := b.pod(job, userns, store)
 	if err != nil {
 		return backend.Status{}, err
 	}
@@ -356,7 +367,7 @@ func (b *Backend) create(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		}
 		return backend.Status{}, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
 	}
-	b.logf("Build pod created: job %s/%s, pod %s/%s, target %s, user namespace %t", job.Namespace, job.Name, ns, name, job.Spec.TargetImage, userns)
+	b.logf("Build pod created: job %s/%s, pod %s/%s, target %s, user namespace %t%s", job.Namespace, job.Name, ns, name, job.Spec.TargetImage, userns, store)
 	return classify(created), nil
 }
 

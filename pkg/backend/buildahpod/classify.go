@@ -13,7 +13,9 @@ import (
 // terminationMessage is what the script writes to /dev/termination-log.
 type terminationMessage struct {
 	digest, baseDigest string
-	stage, exit, err   string
+	// baseStore is the base store the build pushed, as a digest reference.
+	baseStore        string
+	stage, exit, err string
 }
 
 func parseTermination(msg string) terminationMessage {
@@ -28,6 +30,8 @@ func parseTermination(msg string) terminationMessage {
 			t.digest = strings.TrimSpace(v)
 		case "baseDigest":
 			t.baseDigest = strings.TrimSpace(v)
+		case "baseStore":
+			t.baseStore = strings.TrimSpace(v)
 		case "stage":
 			t.stage = strings.TrimSpace(v)
 		case "exit":
@@ -106,8 +110,11 @@ func classify(pod *corev1.Pod) backend.Status {
 	if ctr != nil && ctr.State.Waiting != nil {
 		w := ctr.State.Waiting
 		if fatalWaiting[w.Reason] || (w.Reason == "ErrImagePull" && containsAny(strings.ToLower(w.Message), definitivePullErrors)) {
-			return failed(st, v1alpha1.ReasonBuilderImagePullFailed,
-				fmt.Sprintf("Cannot pull the builder image %s (%s): %s", pod.Spec.Containers[0].Image, w.Reason, w.Message))
+			what := "the builder image " + pod.Spec.Containers[0].Image
+			if ref := podBaseStore(pod); ref != "" && strings.Contains(w.Message, ref) {
+				what = "the base store " + ref + " (the next build of this base makes a new one)"
+			}
+			return failed(st, v1alpha1.ReasonBuilderImagePullFailed, fmt.Sprintf("Cannot pull %s (%s): %s", what, w.Reason, w.Message))
 		}
 		if w.Reason == "CreateContainerConfigError" {
 			return failed(st, v1alpha1.ReasonBackendError, fmt.Sprintf("Cannot start build pod %s (%s): %s", pod.Name, w.Reason, w.Message))

@@ -89,6 +89,17 @@
 // must support overlay and file locks, so a ReadWriteOnce volume per node
 // pool is the safe choice. The cache is not pruned.
 //
+// # Base store
+//
+// With an emptyDir every pod would pull its base image from scratch. The
+// first build of a base in a namespace instead packs the store as its pull
+// left it into a one-layer image in the namespace's cache repository, and
+// the following builds mount it read-only by digest as an image volume
+// (additionalimagestores): the node pulls it once, the pod copies no base
+// layer (see basestore.go). A pod that makes one gets DAC_OVERRIDE to read
+// the whole store. Only with user-namespaced pods in auto mode, on nodes
+// with kubelet >= 1.35 and containerd >= 2.2.9, overlay and no Cache.
+//
 // # Cancel
 //
 // Cancel deletes the pod with a one-second grace period and returns when

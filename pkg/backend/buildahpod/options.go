@@ -75,6 +75,11 @@ type Options struct {
 	// NoRegistryCache turns off the layer cache in the registry (see
 	// CacheRepository), which is on by default.
 	NoRegistryCache bool
+	// NoBaseStore turns off base stores (see basestore.go), which are on
+	// by default where they can work: the registry cache is on, the
+	// overlay driver without a Cache volume, user-namespaced pods in auto
+	// mode on nodes that mount image volumes into them.
+	NoBaseStore bool
 	// Pulls says which base images are pulled with the push credentials
 	// (credentials.PullScope) when BuildNamespace is set; the zero value
 	// allows a spec's own images only. Without BuildNamespace the pod

@@ -39,6 +39,7 @@ const (
 	pushAuthDir  = "/imagespec/push"
 	pullAuthDir  = "/imagespec/pull"
 	storageDir   = "/var/lib/containers"
+	graphRoot    = storageDir + "/storage"
 	certsDir     = "/etc/containers/certs.d"
 	authFileName = "auth.json"
 
@@ -174,11 +175,12 @@ func (b *Backend) configMap(job *v1alpha1.ImageSpecJob) (*corev1.ConfigMap, erro
 // (the upstream image points overlay at fuse-overlayfs, which needs
 // /dev/fuse): native overlay works on an emptyDir.
 func storageConf(driver string) string {
-	return fmt.Sprintf("[storage]\ndriver = %q\nrunroot = \"/run/containers/storage\"\ngraphroot = %q\n", driver, storageDir+"/storage")
+	return fmt.Sprintf("[storage]\ndriver = %q\nrunroot = \"/run/containers/storage\"\ngraphroot = %q\n", driver, graphRoot)
 }
 
-// pod is the build pod of job; userns gives it a user namespace of its own.
-func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool) (*corev1.Pod, error) {
+// pod is the build pod of job; userns gives it a user namespace of its own,
+// store says what it does with its base store.
+func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePlan) (*corev1.Pod, error) {
 	o := &b.opts
 	ns, name := b.podRef(job)
 	base := dockerfile.Normalize(backend.JobInputs(job)).BaseImage
@@ -254,7 +256,22 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool) (*corev1.Pod, err
 		mounts = append(mounts, corev1.VolumeMount{Name: "registry-cas", MountPath: certsDir, ReadOnly: true})
 	}
 
-	sc, err := o.securityContext()
+	pullSecrets := o.Pod.ImagePullSecrets
+	switch {
+	case store.mount != "":
+		// The kubelet pulls the store from the cache repository with the
+		// push credentials, which live in the pod's namespace.
+		volumes = append(volumes, corev1.Volume{Name: baseStoreVolume, VolumeSource: corev1.VolumeSource{
+			Image: &corev1.ImageVolumeSource{Reference: store.mount, PullPolicy: corev1.PullIfNotPresent}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: baseStoreVolume, MountPath: baseStoreDir, ReadOnly: true})
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE", Value: baseStoreDir})
+		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
+	case store.produce != "":
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},
+			corev1.EnvVar{Name: "IMAGESPEC_GRAPHROOT", Value: graphRoot})
+	}
+
+	sc, err := o.securityContext(store.produce != "")
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +299,7 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool) (*corev1.Pod, err
 			PriorityClassName:             o.Pod.PriorityClassName,
 			NodeSelector:                  o.Pod.NodeSelector,
 			Tolerations:                   o.Pod.Tolerations,
-			ImagePullSecrets:              o.Pod.ImagePullSecrets,
+			ImagePullSecrets:              pullSecrets,
 			HostNetwork:                   o.HostNetwork,
 			NodeName:                      o.Pod.NodeName,
 			Containers: []corev1.Container{{
@@ -315,8 +332,11 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool) (*corev1.Pod, err
 }
 
 // securityContext is the least privilege buildah's chroot isolation works
-// with (see the package doc), or a privileged container on request.
-func (o *Options) securityContext() (*corev1.SecurityContext, error) {
+// with (see the package doc), or a privileged container on request. A pod
+// that makes a base store also gets DAC_OVERRIDE, to read the whole store
+// (the base's own files, some private to users such as _apt) when it packs
+// it; Pod Security baseline allows it.
+func (o *Options) securityContext(packsStore bool) (*corev1.SecurityContext, error) {
 	if o.Privileged {
 		return &corev1.SecurityContext{
 			Privileged: ptr.To(true),
@@ -333,9 +353,17 @@ func (o *Options) securityContext() (*corev1.SecurityContext, error) {
 		RunAsGroup: ptr.To[int64](0),
 		Capabilities: &corev1.Capabilities{
 			Drop: []corev1.Capability{"ALL"},
-			Add:  []corev1.Capability{"SETUID", "SETGID", "SETFCAP"},
+			Add:  addedCapabilities(packsStore),
 		},
 		AllowPrivilegeEscalation: ptr.To(false),
 		SeccompProfile:           seccomp,
 	}, nil
+}
+
+func addedCapabilities(packsStore bool) []corev1.Capability {
+	caps := []corev1.Capability{"SETUID", "SETGID", "SETFCAP"}
+	if packsStore {
+		caps = append(caps, "DAC_OVERRIDE")
+	}
+	return caps
 }

@@ -335,7 +335,7 @@ func TestPodOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := &Backend{opts: c.opts}
-			pod, err := b.pod(job, false)
+			pod, err := b.pod(job, false, baseStorePlan{})
 			if err != nil {
 				t.Fatal(err)
 			}

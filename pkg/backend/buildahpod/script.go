@@ -11,13 +11,16 @@ package buildahpod
 //     "built=" and "finished=" with the script's start, the ends of its
 //     pull and build stages and its end (Unix seconds, to the nanosecond
 //     where date has %N; the kubelet's own times have whole seconds), for
-//     measuring where a build's time goes.
+//     measuring where a build's time goes; "baseStore=" with the digest
+//     reference of the base store it pushed, if it made one.
 //   - failure: exit code of the stage (exitSetup, exitPull, exitBuild,
 //     exitPush: 10 to 13); the termination message holds "stage=<stage>",
 //     "exit=<buildah's exit code>" and "error=<the last error line>".
 //
 // Both buildah 1.28 (Debian) and current upstream images run it: it uses
-// POSIX sh, awk, tee, tail, grep, cut and date only.
+// POSIX sh, awk, tee, tail, grep, cut and date only; making a base store
+// (see basestore.go) also uses cp -al, tar with --xattrs, sha256sum, wc
+// and uname.
 const buildScript = `set -u
 started=$(date +%s.%N 2>/dev/null || true)
 msg=${IMAGESPEC_TERMINATION_LOG:-/dev/termination-log}
@@ -67,6 +70,17 @@ if [ -f "${IMAGESPEC_PULL_AUTHFILE:-}" ]; then pull_auth=$IMAGESPEC_PULL_AUTHFIL
 push_auth=''
 if [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then push_auth=$IMAGESPEC_PUSH_AUTHFILE; fi
 
+# A base store mounted by the backend: buildah finds the base's layers in it
+# and copies none; the pull still checks the tag.
+if [ -n "${IMAGESPEC_BASE_STORE:-}" ] && [ -d "$IMAGESPEC_BASE_STORE/overlay-images" ]; then
+  { cat "${CONTAINERS_STORAGE_CONF:-/etc/containers/storage.conf}"
+    printf '\n[storage.options]\nadditionalimagestores = ["%s"]\n' "$IMAGESPEC_BASE_STORE"
+  } >"$work/storage.conf"
+  CONTAINERS_STORAGE_CONF=$work/storage.conf
+  export CONTAINERS_STORAGE_CONF
+  echo "imagespec: using the base store at $IMAGESPEC_BASE_STORE"
+fi
+
 echo "imagespec: pulling base image $IMAGESPEC_BASE_IMAGE"
 if [ -n "$pull_auth" ]; then
   stage pull 11 buildah pull --quiet --authfile "$pull_auth" "$IMAGESPEC_BASE_IMAGE"
@@ -83,6 +97,51 @@ base_user=$(grep '^imagespec-user=' "$work/pull.log" | tail -n 1)
 base_user=${base_user#imagespec-user=}
 echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
 pulled=$(date +%s.%N 2>/dev/null || true)
+
+# Making the namespace's base store: the store as the pull left it, packed
+# before any build step runs, then made a one-layer image and pushed to the
+# cache repository while the build goes on. Its failure never fails the
+# build.
+pack_store() {
+  set -e
+  diff=$(sha256sum "$layout/layer" | cut -d ' ' -f 1)
+  size=$(wc -c <"$layout/layer" | tr -d ' ')
+  mv "$layout/layer" "$layout/blobs/sha256/$diff"
+  case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+  printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$diff" >"$layout/config"
+  cfg=$(sha256sum "$layout/config" | cut -d ' ' -f 1)
+  cfg_size=$(wc -c <"$layout/config" | tr -d ' ')
+  mv "$layout/config" "$layout/blobs/sha256/$cfg"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$cfg" "$cfg_size" "$diff" "$size" >"$layout/manifest"
+  man=$(sha256sum "$layout/manifest" | cut -d ' ' -f 1)
+  man_size=$(wc -c <"$layout/manifest" | tr -d ' ')
+  mv "$layout/manifest" "$layout/blobs/sha256/$man"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}]}' "$man" "$man_size" >"$layout/index.json"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+  # Through a vfs store of its own, so the layer's whiteout devices stay
+  # files and the pushed layer is the packed one, uncompressed.
+  vfs pull --quiet "oci:$layout" >"$work/store.id"
+  vfs push --quiet --authfile "$push_auth" --disable-compression --digestfile "$work/store.digest" \
+    "$(cat "$work/store.id")" "docker://$IMAGESPEC_BASE_STORE_PUSH"
+}
+vfs() {
+  buildah --root "$snap.vfs/root" --runroot "$snap.vfs/run" --storage-driver vfs "$@"
+}
+store_pid=''
+if [ -n "${IMAGESPEC_BASE_STORE_PUSH:-}" ] && [ -n "$push_auth" ] && [ -n "${IMAGESPEC_GRAPHROOT:-}" ]; then
+  snap=$IMAGESPEC_GRAPHROOT.base-store
+  layout=$snap.oci
+  if mkdir -p "$layout/blobs/sha256" &&
+    tar --numeric-owner --xattrs --xattrs-include='*' -C "$IMAGESPEC_GRAPHROOT" -cf "$layout/layer" overlay overlay-images overlay-layers 2>"$work/store.log"; then
+    echo "imagespec: making the base store $IMAGESPEC_BASE_STORE_PUSH"
+    pack_store >>"$work/store.log" 2>&1 &
+    store_pid=$!
+  else
+    echo "imagespec: cannot pack the store, so no base store this time:"
+    tail -n 3 "$work/store.log"
+  fi
+fi
 
 # The user variant restores the base image's user from a build argument, so
 # the user reaches buildah as data, never as Dockerfile text.
@@ -118,6 +177,16 @@ else
   stage push 13 buildah push --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
 fi
 digest=$(cat "$work/digest")
-printf 'digest=%s\nbaseDigest=%s\nstarted=%s\npulled=%s\nbuilt=%s\nfinished=%s\n' "$digest" "$base_digest" "$started" "$pulled" "$built" "$(date +%s.%N 2>/dev/null || true)" >"$msg"
+base_store=''
+if [ -n "$store_pid" ]; then
+  if wait "$store_pid" && [ -s "$work/store.digest" ]; then
+    base_store="${IMAGESPEC_BASE_STORE_PUSH%:*}@$(cat "$work/store.digest")"
+    echo "imagespec: pushed the base store $base_store"
+  else
+    echo "imagespec: making the base store failed (the build did not):"
+    tail -n 5 "$work/store.log"
+  fi
+fi
+printf 'digest=%s\nbaseDigest=%s\nstarted=%s\npulled=%s\nbuilt=%s\nfinished=%s\nbaseStore=%s\n' "$digest" "$base_digest" "$started" "$pulled" "$built" "$(date +%s.%N 2>/dev/null || true)" "$base_store" >"$msg"
 echo "imagespec: pushed $IMAGESPEC_TARGET_IMAGE@$digest"
 `

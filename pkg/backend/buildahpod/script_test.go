@@ -1,6 +1,12 @@
 package buildahpod
 
 import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +23,12 @@ import (
 const stubBuildah = `#!/bin/sh
 n=$(ls "$STUB_LOG" | wc -l)
 for a in "$@"; do printf '%s\000' "$a"; done >"$STUB_LOG/$n"
+vfs=''
+while [ "${1#--}" != "$1" ]; do vfs=$vfs$2; shift 2; done
+if [ -n "$vfs" ] && [ "$STUB_FAIL" = vfs ]; then echo 'Error: vfs failed' >&2; exit 125; fi
 case $1 in
+pull)
+  if [ -n "$vfs" ]; then echo 'sha256:storeimageid'; fi ;;
 inspect)
   case $5 in
   *Digest*) echo 'WARN[0000] a warning on stderr' >&2; echo 'imagespec-digest=sha256:base' ;;
@@ -135,7 +146,7 @@ func TestScriptTakesValuesAsData(t *testing.T) {
 	if push == nil || push[len(push)-1] != "docker://"+nasty+"-target" || push[len(push)-2] != nasty+"-target" {
 		t.Errorf("push argv %q", push)
 	}
-	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\npulled=[0-9]+\.[0-9]{9}\nbuilt=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\n$`).MatchString(run.msg) {
+	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\npulled=[0-9]+\.[0-9]{9}\nbuilt=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\nbaseStore=\n$`).MatchString(run.msg) {
 		t.Errorf("termination message %q", run.msg)
 	}
 }
@@ -198,5 +209,108 @@ func TestScriptReportsTheFailedStage(t *testing.T) {
 	run := runScript(t, map[string]string{"IMAGESPEC_TARGET_IMAGE": "reg.local/t:1"})
 	if run.code != exitSetup || !strings.Contains(run.msg, "IMAGESPEC_BASE_IMAGE is not set") || len(run.calls) != 0 {
 		t.Errorf("without a base image: exit %d, message %q, %d buildah calls", run.code, run.msg, len(run.calls))
+	}
+}
+
+// A build told to make a base store snapshots the store after the pull,
+// packs the snapshot as a one-layer OCI image, pushes it uncompressed
+// through a vfs store of its own to the tag it was given, and reports the
+// pushed digest by repository; a failure there leaves the build alone.
+func TestScriptMakesBaseStore(t *testing.T) {
+	for _, fail := range []string{"", "vfs"} {
+		dir := t.TempDir()
+		graph := filepath.Join(dir, "storage")
+		for _, d := range []string{"overlay/abc/diff/etc", "overlay-images", "overlay-layers", "overlay/l"} {
+			if err := os.MkdirAll(filepath.Join(graph, d), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(graph, "overlay/abc/diff/etc/os-release"), []byte("ID=debian\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		push := filepath.Join(dir, "push.json")
+		if err := os.WriteFile(push, []byte(`{"auths":{}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run := runScript(t, map[string]string{
+			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/team/t:1",
+			"IMAGESPEC_PUSH_AUTHFILE": push, "IMAGESPEC_GRAPHROOT": graph,
+			"IMAGESPEC_BASE_STORE_PUSH": "reg.local:5000/imagespec_cache/team:base-0123", "STUB_FAIL": fail,
+		})
+		if run.code != 0 {
+			t.Fatalf("fail=%q: exit %d:\n%s", fail, run.code, run.out)
+		}
+		want := "baseStore=reg.local:5000/imagespec_cache/team@sha256:pushed\n"
+		if fail != "" {
+			want = "baseStore=\n"
+		}
+		if !strings.HasSuffix(run.msg, want) {
+			t.Errorf("fail=%q: termination message %q, want it to end with %q", fail, run.msg, want)
+		}
+		if fail != "" {
+			continue
+		}
+		var storePush []string
+		for _, c := range run.calls {
+			if slices.Contains(c, "vfs") && slices.Contains(c, "push") {
+				storePush = c
+			}
+		}
+		if storePush == nil || storePush[len(storePush)-1] != "docker://reg.local:5000/imagespec_cache/team:base-0123" ||
+			!slices.Contains(storePush, "--disable-compression") || storePush[len(storePush)-2] != "sha256:storeimageid" {
+			t.Errorf("store push argv %q", storePush)
+		}
+		// The packed layout: index -> manifest -> one uncompressed layer
+		// holding the snapshot.
+		layout := graph + ".base-store.oci"
+		index, err := os.ReadFile(filepath.Join(layout, "index.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idx struct{ Manifests []struct{ Digest string } }
+		if err := json.Unmarshal(index, &idx); err != nil || len(idx.Manifests) != 1 {
+			t.Fatalf("index.json %s: %v", index, err)
+		}
+		blob := func(d string) []byte {
+			b, err := os.ReadFile(filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum := sha256.Sum256(b); "sha256:"+hex.EncodeToString(sum[:]) != d {
+				t.Fatalf("blob %s has another digest", d)
+			}
+			return b
+		}
+		var man struct {
+			Config struct{ Digest string }
+			Layers []struct{ MediaType, Digest string }
+		}
+		if err := json.Unmarshal(blob(idx.Manifests[0].Digest), &man); err != nil || len(man.Layers) != 1 || man.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar" {
+			t.Fatalf("manifest %+v: %v", man, err)
+		}
+		var cfg struct {
+			RootFS struct {
+				DiffIDs []string `json:"diff_ids"`
+			} `json:"rootfs"`
+		}
+		if err := json.Unmarshal(blob(man.Config.Digest), &cfg); err != nil || len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != man.Layers[0].Digest {
+			t.Fatalf("config %+v: %v", cfg, err)
+		}
+		files := map[string]string{}
+		tr := tar.NewReader(bytes.NewReader(blob(man.Layers[0].Digest)))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(tr)
+			files[h.Name] = string(data)
+		}
+		if files["overlay/abc/diff/etc/os-release"] != "ID=debian\n" {
+			t.Errorf("layer files %v", files)
+		}
 	}
 }

@@ -55,6 +55,10 @@ type nodeSurvey struct {
 	at        time.Time
 	supported bool
 	warned    bool
+	// imageVolumes: every node also mounts image volumes into
+	// user-namespaced pods (see imageVolumeRuntime), for base stores.
+	imageVolumes bool
+	ivWarned     bool
 }
 
 // userNamespaceConflict is why the pod's other settings exclude a user
@@ -73,31 +77,38 @@ func (o *Options) userNamespaceConflict() string {
 	return ""
 }
 
-// userNamespace says whether the next build pod gets hostUsers: false.
-func (b *Backend) userNamespace(ctx context.Context) (bool, error) {
+// userNamespace says whether the next build pod gets hostUsers: false,
+// and, in auto mode, whether its nodes mount image volumes into such pods
+// (for a base store).
+func (b *Backend) userNamespace(ctx context.Context) (userns, imageVolumes bool, _ error) {
 	switch b.opts.UserNamespaces {
 	case UserNamespacesOn:
-		return true, nil
+		return true, false, nil
 	case UserNamespacesOff:
-		return false, nil
+		return false, false, nil
 	}
 	if b.opts.userNamespaceConflict() != "" {
-		return false, nil
+		return false, false, nil
 	}
 	s := &b.survey
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.at.IsZero() && time.Since(s.at) < nodeSurveyTTL {
-		return s.supported, nil
+		return s.supported, s.supported && s.imageVolumes, nil
 	}
-	supported, why, err := b.nodesSupportUserNamespaces(ctx)
+	supported, why, ivWhy, err := b.nodesSupportUserNamespaces(ctx)
 	if apierrors.IsForbidden(err) {
 		// Without the right to list nodes, auto means off; say so once.
-		supported, why, err = false, "the controller may not list nodes", nil
+		supported, why, ivWhy, err = false, "the controller may not list nodes", "", nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("checking the nodes for user namespace support: %w", err)
+		return false, false, fmt.Errorf("checking the nodes for user namespace support: %w", err)
 	}
+	if supported && ivWhy != "" && !b.opts.NoBaseStore && (!s.ivWarned || s.imageVolumes) {
+		b.logf("Build pods pull their base images without a base store: %s", ivWhy)
+		s.ivWarned = true
+	}
+	s.imageVolumes = ivWhy == ""
 	if !supported && (!s.warned || s.supported) {
 		b.logf("Build pods run without a user namespace: %s", why)
 		s.warned = true
@@ -106,26 +117,27 @@ func (b *Backend) userNamespace(ctx context.Context) (bool, error) {
 		b.logf("Build pods run in a user namespace again: every build node supports it")
 	}
 	s.at, s.supported = time.Now(), supported
-	return supported, nil
+	return supported, supported && s.imageVolumes, nil
 }
 
 // nodesSupportUserNamespaces says whether every schedulable node the pod
 // may land on reports user namespace support for the default runtime
 // handler (status.runtimeHandlers, filled by kubelets of 1.32 and later
-// from the runtime's own answer).
-func (b *Backend) nodesSupportUserNamespaces(ctx context.Context) (bool, string, error) {
+// from the runtime's own answer). ivWhy says why one of them does not
+// mount image volumes into user-namespaced pods, or is "".
+func (b *Backend) nodesSupportUserNamespaces(ctx context.Context) (supported bool, why, ivWhy string, _ error) {
 	var nodes []corev1.Node
 	if name := b.opts.Pod.NodeName; name != "" {
 		n, err := b.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return false, "", err
+			return false, "", "", err
 		}
 		nodes = []corev1.Node{*n}
 	} else {
 		list, err := b.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{
 			LabelSelector: klabels.SelectorFromSet(b.opts.Pod.NodeSelector).String()})
 		if err != nil {
-			return false, "", err
+			return false, "", "", err
 		}
 		nodes = list.Items
 	}
@@ -137,13 +149,16 @@ func (b *Backend) nodesSupportUserNamespaces(ctx context.Context) (bool, string,
 		}
 		considered++
 		if !defaultHandlerHasUserNamespaces(n) {
-			return false, fmt.Sprintf("node %s does not report user namespace support (Kubernetes >= 1.33 with containerd >= 2.0 or CRI-O >= 1.25, runc >= 1.2 or crun >= 1.9, Linux >= 6.3)", n.Name), nil
+			return false, fmt.Sprintf("node %s does not report user namespace support (Kubernetes >= 1.33 with containerd >= 2.0 or CRI-O >= 1.25, runc >= 1.2 or crun >= 1.9, Linux >= 6.3)", n.Name), "", nil
+		}
+		if ok, why := imageVolumeRuntime(n); !ok && ivWhy == "" {
+			ivWhy = why
 		}
 	}
 	if considered == 0 {
-		return false, "no schedulable node matches the build pods' node selector", nil
+		return false, "no schedulable node matches the build pods' node selector", "", nil
 	}
-	return true, "", nil
+	return true, "", ivWhy, nil
 }
 
 func defaultHandlerHasUserNamespaces(n *corev1.Node) bool {

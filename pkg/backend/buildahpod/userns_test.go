@@ -61,14 +61,14 @@ func TestUserNamespaceDecision(t *testing.T) {
 			}
 			kube := fake.NewClientset(c.nodes...)
 			b := &Backend{opts: c.opts, kube: kube}
-			got, err := b.userNamespace(context.Background())
+			got, _, err := b.userNamespace(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != c.want {
 				t.Errorf("user namespace %t, want %t", got, c.want)
 			}
-			pod, err := b.pod(testJob("j"), got)
+			pod, err := b.pod(testJob("j"), got, baseStorePlan{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func TestUserNamespaceSurveyCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if ok, err := b.userNamespace(context.Background()); err != nil || !ok {
+		if ok, _, err := b.userNamespace(context.Background()); err != nil || !ok {
 			t.Fatalf("build %d: %t, %v", i, ok, err)
 		}
 	}
@@ -116,7 +116,7 @@ func TestUserNamespaceSurveyCached(t *testing.T) {
 		if err := b.opts.setDefaults(); err != nil {
 			t.Fatal(err)
 		}
-		ok, err := b.userNamespace(context.Background())
+		ok, _, err := b.userNamespace(context.Background())
 		if ok || (err != nil) != c.wantErr {
 			t.Errorf("list fails with %v: user namespace %t, error %v", c.err, ok, err)
 		}

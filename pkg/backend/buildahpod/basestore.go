@@ -1,0 +1,188 @@
+package buildahpod
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend"
+	"github.com/imagespec/imagespec-controller/pkg/dockerfile"
+)
+
+// A base store is a read-only containers/storage store that holds one base
+// image, packed as a one-layer image in the namespace's cache repository
+// (<prefix>/imagespec_cache/<namespace>:base-<hash of the base reference>).
+// The first build of a base in a namespace makes it: right after its pull,
+// before any build step runs, the script packs the store into a tar and,
+// while the build goes on, makes it an image and pushes it. Later builds of that
+// namespace and base mount it by digest as an image volume and list it in
+// storage.conf's additionalimagestores: the kubelet pulls it once per node
+// and keeps it, and buildah's pull of the base then copies no layer. The
+// pull still runs: a base tag that moved pulls its new layers as before,
+// so the store only ever saves work, never changes what is built.
+//
+// Poisoning: a store is a namespace's own, like the layer cache (the
+// repository is named by the controller and written only by that
+// namespace's builds; tenants hold no registry credentials), it is mounted
+// by the digest its producer reported, and only into builds of the same
+// namespace. It is made from a pull that no build step has touched yet.
+
+// baseStoreDir is where a build pod mounts its namespace's base store.
+const baseStoreDir = "/imagespec/base-store"
+
+// baseStoreKey names one base store: a namespace's base image, as pods of
+// one user namespace mode see it (idmapped volumes differ in ownership).
+type baseStoreKey struct {
+	namespace, base string
+	userns          bool
+}
+
+func (b *Backend) baseStoreKey(job *v1alpha1.ImageSpecJob, userns bool) baseStoreKey {
+	return baseStoreKey{namespace: job.Namespace, base: dockerfile.Normalize(backend.JobInputs(job)).BaseImage, userns: userns}
+}
+
+// baseStorePlan is what a new build pod does with its base store: mount
+// one (mount, a digest reference), or make one (produce, the tag to push
+// to), or neither.
+type baseStorePlan struct {
+	mount, produce string
+}
+
+// baseStorePlan decides for a new pod of job.
+func (b *Backend) baseStorePlan(job *v1alpha1.ImageSpecJob, userns, imageVolumes bool) baseStorePlan {
+	repo := b.CacheRepository(job)
+	if b.opts.NoBaseStore || repo == "" || !userns || !imageVolumes || b.opts.StorageDriver != "overlay" || b.opts.Cache != nil {
+		return baseStorePlan{}
+	}
+	key := b.baseStoreKey(job, userns)
+	b.mu.Lock()
+	ref := b.baseStores[key]
+	b.mu.Unlock()
+	if ref != "" {
+		return baseStorePlan{mount: ref}
+	}
+	sum := sha256.Sum256([]byte(key.base))
+	return baseStorePlan{produce: repo + ":base-" + hex.EncodeToString(sum[:])[:20]}
+}
+
+// learnBaseStore records the base store a succeeded pod of job pushed
+// (its digest reference in the termination message), for the builds of
+// the same namespace and base that follow.
+func (b *Backend) learnBaseStore(job *v1alpha1.ImageSpecJob, pod *corev1.Pod, t terminationMessage) {
+	repo := b.CacheRepository(job)
+	if t.baseStore == "" || repo == "" {
+		return
+	}
+	// Only a reference into this namespace's own cache repository, by
+	// digest, is ever mounted.
+	name, digest, ok := strings.Cut(t.baseStore, "@")
+	if !ok || name != repo || !isDigest(digest) {
+		b.logf("Ignoring base store %q reported by pod %s/%s: not a digest in %s", t.baseStore, pod.Namespace, pod.Name, repo)
+		return
+	}
+	userns := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers
+	key := b.baseStoreKey(job, userns)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.baseStores[key] != t.baseStore {
+		b.baseStores[key] = t.baseStore
+		b.logf("Base store for %s in namespace %s: %s", key.base, key.namespace, t.baseStore)
+	}
+}
+
+// forgetBaseStore drops a base store a pod could not mount (removed from
+// the registry, say): the next build of its base makes a new one.
+func (b *Backend) forgetBaseStore(job *v1alpha1.ImageSpecJob, pod *corev1.Pod) {
+	ref := podBaseStore(pod)
+	if ref == "" {
+		return
+	}
+	userns := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers
+	key := b.baseStoreKey(job, userns)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.baseStores[key] == ref {
+		delete(b.baseStores, key)
+		b.logf("Base store %s could not be mounted; the next build of %s in namespace %s makes a new one", ref, key.base, key.namespace)
+	}
+}
+
+// podBaseStore is the base store image pod mounts, or "".
+func podBaseStore(pod *corev1.Pod) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == baseStoreVolume && v.Image != nil {
+			return v.Image.Reference
+		}
+	}
+	return ""
+}
+
+const baseStoreVolume = "base-store"
+
+func isDigest(s string) bool {
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil
+}
+
+// imageVolumeRuntime says whether a node's kubelet and runtime mount image
+// volumes into user-namespaced pods: Kubernetes >= 1.35 (image volumes on
+// by default) and containerd >= 2.2.9, whose CRI idmaps them for such pods.
+// Other runtimes are not known to, so they are left out.
+func imageVolumeRuntime(n *corev1.Node) (bool, string) {
+	kubelet := parseVersion(strings.TrimPrefix(n.Status.NodeInfo.KubeletVersion, "v"))
+	if !versionAtLeast(kubelet, 1, 35, 0) {
+		return false, fmt.Sprintf("node %s runs kubelet %s (image volumes need >= 1.35)", n.Name, n.Status.NodeInfo.KubeletVersion)
+	}
+	rt, ok := strings.CutPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "containerd://")
+	if !ok || !versionAtLeast(parseVersion(strings.TrimPrefix(rt, "v")), 2, 2, 9) {
+		return false, fmt.Sprintf("node %s runs %s (base stores need containerd >= 2.2.9, which idmaps image volumes for user-namespaced pods)", n.Name, n.Status.NodeInfo.ContainerRuntimeVersion)
+	}
+	return true, ""
+}
+
+// parseVersion reads major.minor.patch, ignoring anything after a '-' or
+// '+'; missing or bad parts are -1.
+func parseVersion(s string) [3]int {
+	v := [3]int{-1, -1, -1}
+	if i := strings.IndexAny(s, "-+"); i >= 0 {
+		s = s[:i]
+	}
+	for i, part := range strings.SplitN(s, ".", 3) {
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			break
+		}
+		v[i] = n
+	}
+	return v
+}
+
+func versionAtLeast(v [3]int, major, minor, patch int) bool {
+	want := [3]int{major, minor, patch}
+	for i := range v {
+		if v[i] != want[i] {
+			return v[i] > want[i]
+		}
+	}
+	return true
+}
+
+// String is how the pod creation log line tells the plan.
+func (p baseStorePlan) String() string {
+	switch {
+	case p.mount != "":
+		return ", base store " + p.mount
+	case p.produce != "":
+		return ", makes base store " + p.produce
+	}
+	return ""
+}

@@ -1,0 +1,191 @@
+package buildahpod
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+)
+
+func versionedNode(name, kubelet, runtime string) *corev1.Node {
+	n := node(name, ptr.To(true), nil)
+	n.Status.NodeInfo.KubeletVersion = kubelet
+	n.Status.NodeInfo.ContainerRuntimeVersion = runtime
+	return n
+}
+
+func TestImageVolumeRuntime(t *testing.T) {
+	for _, c := range []struct {
+		kubelet, runtime string
+		want             bool
+	}{
+		{"v1.37.2", "containerd://2.4.2", true},
+		{"v1.35.0", "containerd://2.2.9", true},
+		{"v1.35.0", "containerd://v2.3.0-rc.1", true},
+		{"v1.34.3", "containerd://2.4.2", false},
+		{"v1.37.2", "containerd://2.2.8", false},
+		{"v1.37.2", "containerd://1.7.28", false},
+		{"v1.37.2", "cri-o://1.35.0", false},
+		{"v1.37.2", "", false},
+	} {
+		got, why := imageVolumeRuntime(versionedNode("n", c.kubelet, c.runtime))
+		if got != c.want || (got == (why != "")) {
+			t.Errorf("kubelet %s, runtime %q: %t (%q), want %t", c.kubelet, c.runtime, got, why, c.want)
+		}
+	}
+}
+
+func storeJob(name, namespace string) *v1alpha1.ImageSpecJob {
+	job := testJob(name)
+	job.Namespace = namespace
+	job.Spec.RepoPrefix = "registry.example.com"
+	return job
+}
+
+// succeededWith is job's pod after a build that reported msg.
+func succeededWith(t *testing.T, b *Backend, job *v1alpha1.ImageSpecJob, msg string) *corev1.Pod {
+	t.Helper()
+	pod, err := b.pod(job, true, baseStorePlan{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodSucceeded
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ContainerName, State: corev1.ContainerState{
+		Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: msg}}}}
+	return pod
+}
+
+// TestBaseStorePlan: the first build of a base in a namespace makes its
+// store (and gets DAC_OVERRIDE to pack it); once a build reported the
+// store's digest, later builds of that namespace and base mount it by
+// digest, pulled with the push Secret; other namespaces, other bases and
+// pods of another user namespace mode do not; a report outside the
+// namespace's cache repository is ignored; a store a pod could not mount is
+// forgotten.
+func TestBaseStorePlan(t *testing.T) {
+	newBackend := func(opts Options, nodes ...runtime.Object) *Backend {
+		if err := opts.setDefaults(); err != nil {
+			t.Fatal(err)
+		}
+		return &Backend{opts: opts, kube: fake.NewClientset(nodes...), baseStores: map[baseStoreKey]string{}}
+	}
+	b := newBackend(Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"))
+	userns, imageVolumes, err := b.userNamespace(context.Background())
+	if err != nil || !userns || !imageVolumes {
+		t.Fatalf("survey: user namespace %t, image volumes %t, %v", userns, imageVolumes, err)
+	}
+	first := storeJob("one-abc123", "team")
+	plan := b.baseStorePlan(first, true, true)
+	if plan.mount != "" || !strings.HasPrefix(plan.produce, "registry.example.com/imagespec_cache/team:base-") {
+		t.Fatalf("first build: %+v, want to make a store in the namespace's cache repository", plan)
+	}
+	pod, err := b.pod(first, true, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := pod.Spec.Containers[0]
+	if !slices.Contains(ctr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(ctr.Env, "IMAGESPEC_BASE_STORE_PUSH") != plan.produce {
+		t.Errorf("producing pod: capabilities %v, env %v", ctr.SecurityContext.Capabilities.Add, ctr.Env)
+	}
+	if podBaseStore(pod) != "" {
+		t.Error("producing pod mounts a store")
+	}
+
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	store := "registry.example.com/imagespec_cache/team@" + digest
+	for _, bad := range []string{
+		"registry.example.com/imagespec_cache/other@" + digest, // another namespace's repository
+		"registry.example.com/imagespec_cache/team:base-1",     // not a digest
+		"evil.example.com/imagespec_cache/team@" + digest,
+	} {
+		b.learnBaseStore(first, succeededWith(t, b, first, "digest=sha256:1\nbaseStore="+bad+"\n"), parseTermination("digest=sha256:1\nbaseStore="+bad+"\n"))
+		if p := b.baseStorePlan(storeJob("two-abc123", "team"), true, true); p.mount != "" {
+			t.Errorf("report %q: later build mounts %q", bad, p.mount)
+		}
+	}
+	msg := "digest=sha256:1\nbaseDigest=sha256:2\nbaseStore=" + store + "\n"
+	b.learnBaseStore(first, succeededWith(t, b, first, msg), parseTermination(msg))
+
+	second := storeJob("two-abc123", "team")
+	plan = b.baseStorePlan(second, true, true)
+	if plan.mount != store || plan.produce != "" {
+		t.Fatalf("second build: %+v, want to mount %s", plan, store)
+	}
+	pod, err = b.pod(second, true, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr = pod.Spec.Containers[0]
+	if podBaseStore(pod) != store || envValue(ctr.Env, "IMAGESPEC_BASE_STORE") != baseStoreDir ||
+		!slices.Contains(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: second.Spec.PushSecret}) {
+		t.Errorf("consuming pod: store %q, env %v, pull secrets %v", podBaseStore(pod), ctr.Env, pod.Spec.ImagePullSecrets)
+	}
+	if slices.Contains(ctr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") {
+		t.Error("a consuming pod gets DAC_OVERRIDE")
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == baseStoreVolume && (v.Image.PullPolicy != corev1.PullIfNotPresent) {
+			t.Errorf("store volume pull policy %q", v.Image.PullPolicy)
+		}
+	}
+
+	otherBase := storeJob("three-abc123", "team")
+	otherBase.Spec.BaseImage = "registry.example.com/base/debian:12"
+	for what, p := range map[string]baseStorePlan{
+		"another namespace": b.baseStorePlan(storeJob("two-abc123", "tenant-b"), true, true),
+		"another base":      b.baseStorePlan(otherBase, true, true),
+		"host users":        b.baseStorePlan(second, false, true),
+		"no image volumes":  b.baseStorePlan(second, true, false),
+		"off":               newBackend(Options{NoBaseStore: true}).baseStorePlan(second, true, true),
+		"vfs":               newBackend(Options{StorageDriver: "vfs"}).baseStorePlan(second, true, true),
+		"no registry cache": newBackend(Options{NoRegistryCache: true}).baseStorePlan(second, true, true),
+		"a PVC store":       newBackend(Options{Cache: &CacheVolume{PVC: "c"}}).baseStorePlan(second, true, true),
+		"after a restart":   newBackend(Options{}).baseStorePlan(second, true, true),
+	} {
+		if p.mount != "" {
+			t.Errorf("%s: mounts %q", what, p.mount)
+		}
+	}
+
+	// The store went missing: the pod cannot start; the next build makes it anew.
+	b.forgetBaseStore(second, pod)
+	if p := b.baseStorePlan(storeJob("four-abc123", "team"), true, true); p.mount != "" || p.produce == "" {
+		t.Errorf("after a failed mount: %+v, want to make the store again", p)
+	}
+
+	// Nodes without image volume support for user-namespaced pods.
+	old := newBackend(Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"), versionedNode("b", "v1.34.1", "containerd://2.4.2"))
+	if userns, imageVolumes, err := old.userNamespace(context.Background()); err != nil || !userns || imageVolumes {
+		t.Errorf("one node on kubelet 1.34: user namespace %t, image volumes %t, %v", userns, imageVolumes, err)
+	}
+}
+
+func envValue(env []corev1.EnvVar, name string) string {
+	for _, e := range env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+// A base store the kubelet cannot pull fails the pod's start; the status
+// names the store, not the builder image.
+func TestClassifyMissingBaseStore(t *testing.T) {
+	ref := "registry.example.com/imagespec_cache/team@sha256:" + strings.Repeat("cd", 32)
+	pod := podIn(corev1.PodPending, "node-a", waiting("ImagePullBackOff", `Back-off pulling image "`+ref+`"`))
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: baseStoreVolume,
+		VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: ref}}})
+	st := classify(pod)
+	if st.Phase != v1alpha1.JobFailed || st.Reason != v1alpha1.ReasonBuilderImagePullFailed ||
+		!strings.Contains(st.Message, "the base store "+ref) || strings.Contains(st.Message, "builder image") {
+		t.Errorf("classify: %s %s %q", st.Phase, st.Reason, st.Message)
+	}
+}

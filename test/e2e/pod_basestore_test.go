@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
+	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+)
+
+// The base store, on the real node and registry: the first build of the
+// base in a namespace pulls the base's layers and pushes the namespace's
+// store (a digest in its cache repository); the next build of that
+// namespace mounts the store and fetches no base layer from the registry
+// during its pull stage (the registry's access log over the stage's own
+// start and end times; the first build's pull, seen the same way, fetched
+// them), and builds an image on the very same base layers. Another
+// namespace never mounts it: it makes a store of its own, in its own
+// repository.
+func testPodBaseStore(t *testing.T, p *PodEnv) {
+	env := SharedEnv(t)
+	baseLayers := env.Inspect(t, env.Registry, env.BaseImage).Layers
+	pipSpec := func(pkg string) v1alpha1.ImageSpecSpec {
+		return v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage, Packages: v1alpha1.Packages{Pip: []string{pkg}}}
+	}
+	build := func(c *Controller, ns, name string, spec v1alpha1.ImageSpecSpec) (*v1alpha1.ImageSpecJob, *corev1.Pod, string, scriptTimes) {
+		t.Helper()
+		createSpec(t, c, ns, name, spec)
+		job := WaitJob(t, c, ns, name, "", buildTimeout)
+		requirePodPhase(t, job, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		podNS, podName := p.BuildPod(ns, job.Name)
+		pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := pod.Status.ContainerStatuses[0].State.Terminated.Message
+		times, err := parseScriptTimes(msg)
+		if err != nil {
+			t.Fatalf("pod %s: %v", podName, err)
+		}
+		store := ""
+		for _, line := range strings.Split(msg, "\n") {
+			if v, ok := strings.CutPrefix(line, "baseStore="); ok {
+				store = v
+			}
+		}
+		return job, pod, store, times
+	}
+	// Base layer blobs the registry sent during a pull stage.
+	baseFetches := func(times scriptTimes) []string {
+		var got []string
+		from, to := times.started.Add(-500*time.Millisecond), times.pulled.Add(500*time.Millisecond)
+		for _, r := range env.Registry.Requests() {
+			if r.Method != "GET" || r.Time.Before(from) || r.Time.After(to) || !strings.Contains(r.Path, "/blobs/") {
+				continue
+			}
+			for _, l := range baseLayers {
+				if strings.HasSuffix(r.Path, "/blobs/"+l) {
+					got = append(got, l)
+				}
+			}
+		}
+		return got
+	}
+	mounted := func(pod *corev1.Pod) string {
+		for _, v := range pod.Spec.Volumes {
+			if v.Image != nil {
+				return v.Image.Reference
+			}
+		}
+		return ""
+	}
+
+	ns := NewNamespace(t)
+	c, be := p.StartPodController(t, ns, ControllerConfig{}, nil)
+	first, pod, store, times := build(c, ns, "store-first", pipSpec("e2e-hello==1.0"))
+	repo := be.CacheRepository(first)
+	if !strings.HasPrefix(store, repo+"@sha256:") || mounted(pod) != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		logs, _ := env.ControlPlane.Kubectl(ctx, "logs", "-n", pod.Namespace, pod.Name)
+		t.Fatalf("first build: reported base store %q (want a digest in %s), mounted %q; build log:\n%s", store, repo, mounted(pod), logs)
+	}
+	if got := baseFetches(times); len(got) == 0 {
+		t.Errorf("the first build's pull fetched none of the base layers %v: the check below could not fail", baseLayers)
+	}
+
+	second, pod, again, times := build(c, ns, "store-second", pipSpec("e2e-extra"))
+	if mounted(pod) != store || again != "" {
+		t.Fatalf("second build: mounted %q, want %q; reported %q, want none", mounted(pod), store, again)
+	}
+	if got := baseFetches(times); len(got) > 0 {
+		t.Errorf("the second build's pull fetched base layers %v though its base store has them", got)
+	}
+	layers := env.Inspect(t, env.Registry, second.Status.Image).Layers
+	if len(layers) <= len(baseLayers) || !slices.Equal(layers[:len(baseLayers)], baseLayers) {
+		t.Errorf("image built on the base store has layers %v, want the base's %v first", layers, baseLayers)
+	}
+	t.Logf("pull stage: %.2f s with the base store (first build: the pull and making the store)", times.pulled.Sub(times.started).Seconds())
+
+	// Another tenant's build of the same base: not A's store.
+	other := NewNamespace(t)
+	c2, be2 := p.StartPodController(t, other, ControllerConfig{}, nil)
+	third, pod, theirs, _ := build(c2, other, "store-first", pipSpec("e2e-hello==1.0"))
+	if mounted(pod) != "" || !strings.HasPrefix(theirs, be2.CacheRepository(third)+"@sha256:") || strings.HasPrefix(theirs, repo+"@") {
+		t.Errorf("namespace %s: mounted %q, made %q; want no mount and a store of its own", other, mounted(pod), theirs)
+	}
+	if be2.CacheRepository(third) == repo || !strings.Contains(be2.CacheRepository(third), buildahpod.CacheRepositoryComponent+"/"+other) {
+		t.Errorf("namespace %s's cache repository %q", other, be2.CacheRepository(third))
+	}
+}
