@@ -104,6 +104,17 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 	if len(layers) <= len(baseLayers) || !slices.Equal(layers[:len(baseLayers)], baseLayers) {
 		t.Errorf("image built on the base store has layers %v, want the base's %v first", layers, baseLayers)
 	}
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		logs, _ := env.ControlPlane.Kubectl(ctx, "logs", "--timestamps", "-n", pod.Namespace, pod.Name)
+		t.Logf("DEBUG second build log:\n%s", logs)
+		for _, r := range env.Registry.Requests() {
+			if r.Time.After(times.pulled.Add(-time.Second)) && r.Time.Before(times.built.Add(time.Second)) {
+				t.Logf("DEBUG %s %s %s %d", r.Time.Format("15:04:05.000"), r.Method, r.Path, r.Status)
+			}
+		}
+	}
 	t.Logf("pull stage: %.2f s with the base store (first build: the pull and making the store)", times.pulled.Sub(times.started).Seconds())
 
 	// Another tenant's build of the same base: not A's store.

@@ -264,7 +264,8 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 		volumes = append(volumes, corev1.Volume{Name: baseStoreVolume, VolumeSource: corev1.VolumeSource{
 			Image: &corev1.ImageVolumeSource{Reference: store.mount, PullPolicy: corev1.PullIfNotPresent}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: baseStoreVolume, MountPath: baseStoreDir, ReadOnly: true})
-		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE", Value: baseStoreDir})
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE", Value: baseStoreDir},
+			corev1.EnvVar{Name: "IMAGESPEC_GRAPHROOT", Value: graphRoot})
 		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
 	case store.produce != "":
 		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},

@@ -71,13 +71,21 @@ push_auth=''
 if [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then push_auth=$IMAGESPEC_PUSH_AUTHFILE; fi
 
 # A base store mounted by the backend: buildah finds the base's layers in it
-# and copies none; the pull still checks the tag.
+# and copies none; the pull still checks the tag. bic is the blob info
+# cache's file, next to the store (<graphroot>/../cache) as buildah keeps it
+# for root.
+bic=blob-info-cache-v1.sqlite
 if [ -n "${IMAGESPEC_BASE_STORE:-}" ] && [ -d "$IMAGESPEC_BASE_STORE/overlay-images" ]; then
   { cat "${CONTAINERS_STORAGE_CONF:-/etc/containers/storage.conf}"
     printf '\n[storage.options]\nadditionalimagestores = ["%s"]\n' "$IMAGESPEC_BASE_STORE"
   } >"$work/storage.conf"
   CONTAINERS_STORAGE_CONF=$work/storage.conf
   export CONTAINERS_STORAGE_CONF
+  # Its blob info cache says which compressed blobs the base's layers came
+  # from: without it, pushing the layer cache would compress them again.
+  if [ -f "$IMAGESPEC_BASE_STORE/$bic" ] && [ -n "${IMAGESPEC_GRAPHROOT:-}" ] && [ ! -e "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" ]; then
+    mkdir -p "${IMAGESPEC_GRAPHROOT%/*}/cache" && cp "$IMAGESPEC_BASE_STORE/$bic" "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" || true
+  fi
   echo "imagespec: using the base store at $IMAGESPEC_BASE_STORE"
 fi
 
@@ -132,8 +140,10 @@ store_pid=''
 if [ -n "${IMAGESPEC_BASE_STORE_PUSH:-}" ] && [ -n "$push_auth" ] && [ -n "${IMAGESPEC_GRAPHROOT:-}" ]; then
   snap=$IMAGESPEC_GRAPHROOT.base-store
   layout=$snap.oci
+  set -- -C "$IMAGESPEC_GRAPHROOT" overlay overlay-images overlay-layers
+  if [ -f "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" ]; then set -- "$@" -C "${IMAGESPEC_GRAPHROOT%/*}/cache" "$bic"; fi
   if mkdir -p "$layout/blobs/sha256" &&
-    tar --numeric-owner --xattrs --xattrs-include='*' -C "$IMAGESPEC_GRAPHROOT" -cf "$layout/layer" overlay overlay-images overlay-layers 2>"$work/store.log"; then
+    tar --numeric-owner --xattrs --xattrs-include='*' -cf "$layout/layer" "$@" 2>"$work/store.log"; then
     echo "imagespec: making the base store $IMAGESPEC_BASE_STORE_PUSH"
     pack_store >>"$work/store.log" 2>&1 &
     store_pid=$!

@@ -23,6 +23,7 @@ import (
 const stubBuildah = `#!/bin/sh
 n=$(ls "$STUB_LOG" | wc -l)
 for a in "$@"; do printf '%s\000' "$a"; done >"$STUB_LOG/$n"
+if [ -n "${STUB_CONF:-}" ]; then cat "${CONTAINERS_STORAGE_CONF:-/dev/null}" >>"$STUB_CONF"; fi
 vfs=''
 while [ "${1#--}" != "$1" ]; do vfs=$vfs$2; shift 2; done
 if [ -n "$vfs" ] && [ "$STUB_FAIL" = vfs ]; then echo 'Error: vfs failed' >&2; exit 125; fi
@@ -228,6 +229,12 @@ func TestScriptMakesBaseStore(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(graph, "overlay/abc/diff/etc/os-release"), []byte("ID=debian\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cache", "blob-info-cache-v1.sqlite"), []byte("bic"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		push := filepath.Join(dir, "push.json")
 		if err := os.WriteFile(push, []byte(`{"auths":{}}`), 0o600); err != nil {
 			t.Fatal(err)
@@ -309,8 +316,36 @@ func TestScriptMakesBaseStore(t *testing.T) {
 			data, _ := io.ReadAll(tr)
 			files[h.Name] = string(data)
 		}
-		if files["overlay/abc/diff/etc/os-release"] != "ID=debian\n" {
+		if files["overlay/abc/diff/etc/os-release"] != "ID=debian\n" || files["blob-info-cache-v1.sqlite"] != "bic" {
 			t.Errorf("layer files %v", files)
 		}
+	}
+}
+
+// A build with a base store lists it as an additional image store and
+// starts from its blob info cache.
+func TestScriptUsesBaseStore(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "base-store")
+	if err := os.MkdirAll(filepath.Join(store, "overlay-images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store, "blob-info-cache-v1.sqlite"), []byte("bic"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conf-seen")
+	run := runScript(t, map[string]string{
+		"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1",
+		"IMAGESPEC_BASE_STORE": store, "IMAGESPEC_GRAPHROOT": filepath.Join(dir, "lib", "storage"), "STUB_CONF": conf,
+	})
+	if run.code != 0 {
+		t.Fatalf("exit %d:\n%s", run.code, run.out)
+	}
+	seen, _ := os.ReadFile(conf)
+	if !strings.Contains(string(seen), "additionalimagestores = [\""+store+"\"]") {
+		t.Errorf("buildah saw storage.conf %q, want the base store listed", seen)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "lib", "cache", "blob-info-cache-v1.sqlite")); err != nil || string(b) != "bic" {
+		t.Errorf("blob info cache not copied: %q, %v", b, err)
 	}
 }
