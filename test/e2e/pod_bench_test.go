@@ -198,10 +198,11 @@ func finishedBuildPod(b *testing.B, p *PodEnv, ns, job string) (*corev1.Pod, scr
 	if err != nil {
 		b.Fatal(err)
 	}
-	if len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
+	ctr := buildContainer(pod)
+	if ctr == nil || ctr.State.Terminated == nil {
 		b.Fatalf("pod %s: no terminated builder container", podName)
 	}
-	times, err := parseScriptTimes(pod.Status.ContainerStatuses[0].State.Terminated.Message)
+	times, err := parseScriptTimes(ctr.State.Terminated.Message)
 	if err != nil {
 		b.Fatalf("pod %s: %v", podName, err)
 	}
@@ -274,7 +275,7 @@ func watchPodTimes(b *testing.B, p *PodEnv, ns string) *podTimes {
 			if _, done := t.created[pod.Name]; !done {
 				t.created[pod.Name] = now
 			}
-			if _, done := t.terminated[pod.Name]; !done && len(pod.Status.ContainerStatuses) == 1 && pod.Status.ContainerStatuses[0].State.Terminated != nil {
+			if _, done := t.terminated[pod.Name]; !done && buildContainer(pod) != nil && buildContainer(pod).State.Terminated != nil {
 				t.terminated[pod.Name] = now
 			}
 			if _, done := t.final[pod.Name]; !done && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
@@ -399,4 +400,15 @@ func BenchmarkUserNamespaces(b *testing.B) {
 	b.ReportMetric(arms[2].total.Seconds()/arms[0].total.Seconds(), "vfs/overlay")
 	b.Logf("%d builds each: %s; userns/host-users %.2f, vfs/overlay (userns) %.2f", b.N, strings.Join(line, ", "),
 		arms[0].total.Seconds()/arms[1].total.Seconds(), arms[2].total.Seconds()/arms[0].total.Seconds())
+}
+
+// buildContainer is the status of pod's build container (a pod that makes
+// its namespace's base store has a second container).
+func buildContainer(pod *corev1.Pod) *corev1.ContainerStatus {
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == buildahpod.ContainerName {
+			return &pod.Status.ContainerStatuses[i]
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -17,9 +18,10 @@ import (
 // A base store is a read-only containers/storage store that holds one base
 // image, packed as a one-layer image in the namespace's cache repository
 // (<prefix>/imagespec_cache/<namespace>:base-<hash of the base reference>).
-// The first build of a base in a namespace makes it: right after its pull,
-// before any build step runs, the script packs the store into a tar and,
-// while the build goes on, makes it an image and pushes it. Later builds of that
+// The first build of a base in a namespace makes it, in a second container
+// of its pod (baseStoreScript): it pulls the base into a store of its own,
+// packs it and pushes it, at the lowest CPU priority, while the build goes
+// on; the job does not wait for it. Later builds of that
 // namespace and base mount it by digest as an image volume and list it in
 // storage.conf's additionalimagestores: the kubelet pulls it once per node
 // and keeps it, and buildah's pull of the base then copies no layer. The
@@ -29,8 +31,10 @@ import (
 // Poisoning: a store is a namespace's own, like the layer cache (the
 // repository is named by the controller and written only by that
 // namespace's builds; tenants hold no registry credentials), it is mounted
-// by the digest its producer reported, and only into builds of the same
-// namespace. It is made from a pull that no build step has touched yet.
+// by the digest its maker reported, and only into builds of the same
+// namespace. Its maker pulls the base into a store no build step uses and
+// runs no build step itself; only pods in the build namespace, which
+// tenants cannot touch, are believed.
 
 // baseStoreDir is where a build pod mounts its namespace's base store.
 const baseStoreDir = "/imagespec/base-store"
@@ -56,43 +60,91 @@ type baseStorePlan struct {
 // baseStorePlan decides for a new pod of job.
 func (b *Backend) baseStorePlan(job *v1alpha1.ImageSpecJob, userns, imageVolumes bool) baseStorePlan {
 	repo := b.CacheRepository(job)
-	if b.opts.NoBaseStore || repo == "" || !userns || !imageVolumes || b.opts.StorageDriver != "overlay" || b.opts.Cache != nil {
+	if b.opts.NoBaseStore || repo == "" || b.opts.BuildNamespace == "" || !userns || !imageVolumes || b.opts.StorageDriver != "overlay" || b.opts.Cache != nil {
 		return baseStorePlan{}
 	}
 	key := b.baseStoreKey(job, userns)
 	b.mu.Lock()
-	ref := b.baseStores[key]
-	b.mu.Unlock()
-	if ref != "" {
+	defer b.mu.Unlock()
+	if ref := b.baseStores[key]; ref != "" {
 		return baseStorePlan{mount: ref}
 	}
+	// One build at a time makes it.
+	if at, ok := b.storesMaking[key]; ok && time.Since(at) < baseStoreRetry {
+		return baseStorePlan{}
+	}
+	b.storesMaking[key] = time.Now()
 	sum := sha256.Sum256([]byte(key.base))
 	return baseStorePlan{produce: repo + ":base-" + hex.EncodeToString(sum[:])[:20]}
 }
 
-// learnBaseStore records the base store a succeeded pod of job pushed
-// (its digest reference in the termination message), for the builds of
-// the same namespace and base that follow.
-func (b *Backend) learnBaseStore(job *v1alpha1.ImageSpecJob, pod *corev1.Pod, t terminationMessage) {
-	repo := b.CacheRepository(job)
-	if t.baseStore == "" || repo == "" {
+// baseStoreRetry is how long a base store being made keeps other builds of
+// its base from making one too; after it, one that never reported is
+// taken for lost.
+const baseStoreRetry = 10 * time.Minute
+
+// learnBaseStore records the base store a pod's base-store container
+// pushed (its digest reference, in the container's termination message),
+// for the builds of the same namespace and base that follow. Only pods in
+// the build namespace count, where the controller alone creates pods, and
+// only a digest in the repository the pod was told to push to.
+func (b *Backend) learnBaseStore(pod *corev1.Pod) {
+	if b.opts.BuildNamespace == "" || pod.Namespace != b.opts.BuildNamespace {
 		return
 	}
-	// Only a reference into this namespace's own cache repository, by
-	// digest, is ever mounted.
-	name, digest, ok := strings.Cut(t.baseStore, "@")
-	if !ok || name != repo || !isDigest(digest) {
-		b.logf("Ignoring base store %q reported by pod %s/%s: not a digest in %s", t.baseStore, pod.Namespace, pod.Name, repo)
+	ctr, st := podContainer(pod, BaseStoreContainerName)
+	if ctr == nil || st == nil || st.State.Terminated == nil {
 		return
 	}
-	userns := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers
-	key := b.baseStoreKey(job, userns)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.baseStores[key] != t.baseStore {
-		b.baseStores[key] = t.baseStore
-		b.logf("Base store for %s in namespace %s: %s", key.base, key.namespace, t.baseStore)
+	if b.storesSeen[pod.UID] {
+		return
 	}
+	b.storesSeen[pod.UID] = true
+	key := baseStoreKey{namespace: pod.Labels[JobNamespaceLabel], base: envOf(ctr, "IMAGESPEC_BASE_IMAGE"),
+		userns: pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers}
+	delete(b.storesMaking, key)
+	t := parseTermination(st.State.Terminated.Message)
+	push := envOf(ctr, "IMAGESPEC_BASE_STORE_PUSH")
+	repo := push
+	if i := strings.LastIndex(push, ":"); i > strings.LastIndex(push, "/") {
+		repo = push[:i]
+	}
+	name, digest, ok := strings.Cut(t.baseStore, "@")
+	switch {
+	case t.baseStore == "":
+		b.logf("Build pod %s/%s made no base store of %s: %s", pod.Namespace, pod.Name, key.base, t.err)
+	case !ok || name != repo || !isDigest(digest) || key.namespace == "":
+		b.logf("Ignoring base store %q reported by build pod %s/%s: not a digest in %s", t.baseStore, pod.Namespace, pod.Name, repo)
+	case b.baseStores[key] != t.baseStore:
+		b.baseStores[key] = t.baseStore
+		b.logf("Base store of %s for namespace %s: %s", key.base, key.namespace, t.baseStore)
+	}
+}
+
+func podContainer(pod *corev1.Pod, name string) (*corev1.Container, *corev1.ContainerStatus) {
+	var ctr *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			ctr = &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == name {
+			return ctr, &pod.Status.ContainerStatuses[i]
+		}
+	}
+	return ctr, nil
+}
+
+func envOf(c *corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
 
 // forgetBaseStore drops a base store a pod could not mount (removed from

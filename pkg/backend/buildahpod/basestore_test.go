@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
@@ -49,32 +51,35 @@ func storeJob(name, namespace string) *v1alpha1.ImageSpecJob {
 	return job
 }
 
-// succeededWith is job's pod after a build that reported msg.
-func succeededWith(t *testing.T, b *Backend, job *v1alpha1.ImageSpecJob, msg string) *corev1.Pod {
-	t.Helper()
-	pod, err := b.pod(job, true, baseStorePlan{})
-	if err != nil {
-		t.Fatal(err)
+// storeReported is pod after its base-store container ended with msg.
+func storeReported(pod *corev1.Pod, msg string) *corev1.Pod {
+	pod = pod.DeepCopy()
+	pod.UID = types.UID("pod-" + pod.Name + "-" + msg)
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{
+		{Name: ContainerName, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: "digest=sha256:1\n"}}},
+		{Name: BaseStoreContainerName, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: msg}}},
 	}
-	pod.Status.Phase = corev1.PodSucceeded
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ContainerName, State: corev1.ContainerState{
-		Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: msg}}}}
 	return pod
 }
 
 // TestBaseStorePlan: the first build of a base in a namespace makes its
-// store (and gets DAC_OVERRIDE to pack it); once a build reported the
-// store's digest, later builds of that namespace and base mount it by
-// digest, pulled with the push Secret; other namespaces, other bases and
-// pods of another user namespace mode do not; a report outside the
-// namespace's cache repository is ignored; a store a pod could not mount is
-// forgotten.
+// store in a second container, the only one with DAC_OVERRIDE, and no
+// other build makes it meanwhile; once that container reported the store's
+// digest, later builds of that namespace and base mount it by digest,
+// pulled with the push Secret; other namespaces, other bases and pods of
+// another user namespace mode do not; a report outside the build namespace
+// or the namespace's cache repository is ignored; a maker that failed lets
+// the next build try; a store a pod could not mount is forgotten.
 func TestBaseStorePlan(t *testing.T) {
 	newBackend := func(opts Options, nodes ...runtime.Object) *Backend {
+		if opts.BuildNamespace == "" {
+			opts.BuildNamespace = "builds"
+		}
 		if err := opts.setDefaults(); err != nil {
 			t.Fatal(err)
 		}
-		return &Backend{opts: opts, kube: fake.NewClientset(nodes...), baseStores: map[baseStoreKey]string{}}
+		return &Backend{opts: opts, kube: fake.NewClientset(nodes...), baseStores: map[baseStoreKey]string{},
+			storesMaking: map[baseStoreKey]time.Time{}, storesSeen: map[types.UID]bool{}}
 	}
 	b := newBackend(Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"))
 	userns, imageVolumes, err := b.userNamespace(context.Background())
@@ -86,57 +91,74 @@ func TestBaseStorePlan(t *testing.T) {
 	if plan.mount != "" || !strings.HasPrefix(plan.produce, "registry.example.com/imagespec_cache/team:base-") {
 		t.Fatalf("first build: %+v, want to make a store in the namespace's cache repository", plan)
 	}
-	pod, err := b.pod(first, true, plan)
+	if p := b.baseStorePlan(storeJob("two-abc123", "team"), true, true); p != (baseStorePlan{}) {
+		t.Errorf("a build while the store is being made: %+v, want neither", p)
+	}
+	maker, err := b.pod(first, true, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctr := pod.Spec.Containers[0]
-	if !slices.Contains(ctr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(ctr.Env, "IMAGESPEC_BASE_STORE_PUSH") != plan.produce {
-		t.Errorf("producing pod: capabilities %v, env %v", ctr.SecurityContext.Capabilities.Add, ctr.Env)
+	build, storeCtr := maker.Spec.Containers[0], maker.Spec.Containers[len(maker.Spec.Containers)-1]
+	if len(maker.Spec.Containers) != 2 || storeCtr.Name != BaseStoreContainerName ||
+		!slices.Contains(storeCtr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(storeCtr.Env, "IMAGESPEC_BASE_STORE_PUSH") != plan.produce {
+		t.Fatalf("making pod: containers %+v", maker.Spec.Containers)
 	}
-	if podBaseStore(pod) != "" {
-		t.Error("producing pod mounts a store")
+	if slices.Contains(build.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(build.Env, "IMAGESPEC_BASE_STORE_PUSH") != "" {
+		t.Errorf("the build container: capabilities %v, env %v", build.SecurityContext.Capabilities.Add, build.Env)
+	}
+	if maker.Annotations["kubectl.kubernetes.io/default-container"] != ContainerName || podBaseStore(maker) != "" {
+		t.Errorf("making pod: annotations %v, mounts %q", maker.Annotations, podBaseStore(maker))
 	}
 
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	store := "registry.example.com/imagespec_cache/team@" + digest
-	for _, bad := range []string{
-		"registry.example.com/imagespec_cache/other@" + digest, // another namespace's repository
-		"registry.example.com/imagespec_cache/team:base-1",     // not a digest
-		"evil.example.com/imagespec_cache/team@" + digest,
+	elsewhere := maker.DeepCopy()
+	elsewhere.Namespace = "team"
+	for what, pod := range map[string]*corev1.Pod{
+		"another namespace's repository":    storeReported(maker, "baseStore=registry.example.com/imagespec_cache/other@"+digest+"\n"),
+		"a tag, not a digest":               storeReported(maker, "baseStore=registry.example.com/imagespec_cache/team:base-1\n"),
+		"another registry":                  storeReported(maker, "baseStore=evil.example.com/imagespec_cache/team@"+digest+"\n"),
+		"a pod outside the build namespace": storeReported(elsewhere, "baseStore="+store+"\n"),
 	} {
-		b.learnBaseStore(first, succeededWith(t, b, first, "digest=sha256:1\nbaseStore="+bad+"\n"), parseTermination("digest=sha256:1\nbaseStore="+bad+"\n"))
+		b.learnBaseStore(pod)
+		b.mu.Lock()
+		delete(b.storesMaking, b.baseStoreKey(first, true))
+		b.mu.Unlock()
 		if p := b.baseStorePlan(storeJob("two-abc123", "team"), true, true); p.mount != "" {
-			t.Errorf("report %q: later build mounts %q", bad, p.mount)
+			t.Errorf("%s: a later build mounts %q", what, p.mount)
 		}
 	}
-	msg := "digest=sha256:1\nbaseDigest=sha256:2\nbaseStore=" + store + "\n"
-	b.learnBaseStore(first, succeededWith(t, b, first, msg), parseTermination(msg))
+	// A maker that failed: the next build makes it.
+	b.learnBaseStore(storeReported(maker, "baseStore=\nerror=pushing: denied\n"))
+	if p := b.baseStorePlan(storeJob("two-abc123", "team"), true, true); p.produce == "" {
+		t.Errorf("after a failed maker: %+v, want to make it again", p)
+	}
+	b.learnBaseStore(storeReported(maker, "baseStore="+store+"\nerror=\n"))
 
-	second := storeJob("two-abc123", "team")
+	second := storeJob("three-abc123", "team")
 	plan = b.baseStorePlan(second, true, true)
 	if plan.mount != store || plan.produce != "" {
-		t.Fatalf("second build: %+v, want to mount %s", plan, store)
+		t.Fatalf("a later build: %+v, want to mount %s", plan, store)
 	}
-	pod, err = b.pod(second, true, plan)
+	pod, err := b.pod(second, true, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctr = pod.Spec.Containers[0]
-	if podBaseStore(pod) != store || envValue(ctr.Env, "IMAGESPEC_BASE_STORE") != baseStoreDir ||
+	ctr := pod.Spec.Containers[0]
+	if len(pod.Spec.Containers) != 1 || podBaseStore(pod) != store || envValue(ctr.Env, "IMAGESPEC_BASE_STORE") != baseStoreDir ||
 		!slices.Contains(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: second.Spec.PushSecret}) {
-		t.Errorf("consuming pod: store %q, env %v, pull secrets %v", podBaseStore(pod), ctr.Env, pod.Spec.ImagePullSecrets)
+		t.Errorf("mounting pod: %d containers, store %q, env %v, pull secrets %v", len(pod.Spec.Containers), podBaseStore(pod), ctr.Env, pod.Spec.ImagePullSecrets)
 	}
 	if slices.Contains(ctr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") {
-		t.Error("a consuming pod gets DAC_OVERRIDE")
+		t.Error("a mounting pod gets DAC_OVERRIDE")
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == baseStoreVolume && (v.Image.PullPolicy != corev1.PullIfNotPresent) {
+		if v.Name == baseStoreVolume && v.Image.PullPolicy != corev1.PullIfNotPresent {
 			t.Errorf("store volume pull policy %q", v.Image.PullPolicy)
 		}
 	}
 
-	otherBase := storeJob("three-abc123", "team")
+	otherBase := storeJob("four-abc123", "team")
 	otherBase.Spec.BaseImage = "registry.example.com/base/debian:12"
 	for what, p := range map[string]baseStorePlan{
 		"another namespace": b.baseStorePlan(storeJob("two-abc123", "tenant-b"), true, true),
@@ -153,10 +175,17 @@ func TestBaseStorePlan(t *testing.T) {
 			t.Errorf("%s: mounts %q", what, p.mount)
 		}
 	}
+	noBuildNS := &Backend{opts: Options{}, baseStores: map[baseStoreKey]string{}, storesMaking: map[baseStoreKey]time.Time{}}
+	if err := noBuildNS.opts.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if p := noBuildNS.baseStorePlan(second, true, true); p != (baseStorePlan{}) {
+		t.Errorf("without a build namespace: %+v", p)
+	}
 
 	// The store went missing: the pod cannot start; the next build makes it anew.
 	b.forgetBaseStore(second, pod)
-	if p := b.baseStorePlan(storeJob("four-abc123", "team"), true, true); p.mount != "" || p.produce == "" {
+	if p := b.baseStorePlan(storeJob("five-abc123", "team"), true, true); p.mount != "" || p.produce == "" {
 		t.Errorf("after a failed mount: %+v, want to make the store again", p)
 	}
 

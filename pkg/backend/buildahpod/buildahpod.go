@@ -54,8 +54,11 @@ type Backend struct {
 	// survey is the last look at the nodes for user namespace support.
 	survey nodeSurvey
 	// baseStores are the base stores builds have pushed, as digest
-	// references (see basestore.go).
-	baseStores map[baseStoreKey]string
+	// references, storesMaking those being made since when, storesSeen
+	// the pods whose base-store container was looked at (see basestore.go).
+	baseStores   map[baseStoreKey]string
+	storesMaking map[baseStoreKey]time.Time
+	storesSeen   map[types.UID]bool
 }
 
 // New prepares the backend. managed must be the informer factory restricted
@@ -70,11 +73,13 @@ func New(opts Options, kube kubernetes.Interface, managed informers.SharedInform
 		return nil, err
 	}
 	b := &Backend{
-		opts:       opts,
-		kube:       kube,
-		gone:       map[string][]chan struct{}{},
-		tails:      map[types.UID]string{},
-		baseStores: map[baseStoreKey]string{},
+		opts:         opts,
+		kube:         kube,
+		gone:         map[string][]chan struct{}{},
+		tails:        map[types.UID]string{},
+		baseStores:   map[baseStoreKey]string{},
+		storesMaking: map[baseStoreKey]time.Time{},
+		storesSeen:   map[types.UID]bool{},
 	}
 	if opts.BuildNamespace != "" {
 		// The controller's factory may watch one tenant namespace only.
@@ -136,6 +141,7 @@ func (b *Backend) podChanged(obj interface{}) {
 	if !ok {
 		return
 	}
+	b.learnBaseStore(pod)
 	key, ok := jobKeyOf(pod)
 	if !ok {
 		return
@@ -161,6 +167,7 @@ func (b *Backend) podDeleted(obj interface{}) {
 	waiters := b.gone[key]
 	delete(b.gone, key)
 	delete(b.tails, pod.UID)
+	delete(b.storesSeen, pod.UID)
 	b.mu.Unlock()
 	for _, ch := range waiters {
 		close(ch)
@@ -201,9 +208,6 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		st := classify(pod)
 		if st.Phase == v1alpha1.JobSucceeded {
 			st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
-			if ctr := builderStatus(pod); ctr != nil && ctr.State.Terminated != nil {
-				b.learnBaseStore(job, pod, parseTermination(ctr.State.Terminated.Message))
-			}
 		}
 		if st.Phase == v1alpha1.JobFailed && (st.Reason == v1alpha1.ReasonBuilderImagePullFailed || st.Reason == v1alpha1.ReasonBackendError) {
 			b.forgetBaseStore(job, pod)

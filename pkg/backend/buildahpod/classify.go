@@ -74,18 +74,18 @@ func classify(pod *corev1.Pod) backend.Status {
 	}
 
 	// The kubelet reports the builder container terminated about a second
-	// before the pod's phase. A container that exited 0 with the pushed
+	// before the pod's phase. A builder that exited 0 with the pushed
 	// digest in its termination message has succeeded whatever the pod
-	// does next (restartPolicy Never, one container), so that report ends
-	// the job. Failures wait for the pod's phase, which tells an eviction
-	// or a deadline from a failed step.
+	// does next (restartPolicy Never; a base-store container may still run,
+	// or fail, after it), so that report ends the job. Failures wait for the
+	// pod's phase, which tells an eviction or a deadline from a failed step.
 	var t terminationMessage
 	if ctr != nil && ctr.State.Terminated != nil {
 		t = parseTermination(ctr.State.Terminated.Message)
 	}
 	exitedWithDigest := ctr != nil && ctr.State.Terminated != nil && ctr.State.Terminated.ExitCode == 0 && t.digest != ""
 	switch {
-	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase != corev1.PodFailed && exitedWithDigest:
+	case pod.Status.Phase == corev1.PodSucceeded || exitedWithDigest:
 		if t.digest == "" {
 			return failed(st, v1alpha1.ReasonBackendError, fmt.Sprintf("Build pod %s succeeded but reported no image digest in its termination message", pod.Name))
 		}
@@ -95,6 +95,12 @@ func classify(pod *corev1.Pod) backend.Status {
 		st.BaseImageDigest = t.baseDigest
 		return st
 	case pod.Status.Phase == corev1.PodFailed:
+		return classifyFailed(pod, ctr, st)
+	case ctr != nil && ctr.State.Terminated != nil && t.stage != "" &&
+		ctr.State.Terminated.ExitCode >= exitSetup && ctr.State.Terminated.ExitCode <= exitPush:
+		// The script said which stage failed: no eviction or deadline
+		// (they kill the container), so the pod's phase adds nothing, and a
+		// base-store container may keep the pod running a while.
 		return classifyFailed(pod, ctr, st)
 	}
 

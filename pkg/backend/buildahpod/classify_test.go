@@ -87,8 +87,14 @@ func TestClassify(t *testing.T) {
 			v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded, "", "sha256:aaa", "sha256:bbb"},
 		{"exited 0 without digest, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(0, "Completed", "")),
 			v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "exited (code 0)", "", ""},
-		{"failed, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(exitBuild, "Error", "stage=build\n")),
-			v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "exited (code 12)", "", ""},
+		// The script named the stage: final without the pod's phase (a
+		// base-store container may still run).
+		{"stage failed, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(exitBuild, "Error", "stage=build\nexit=1\nerror=E: boom\n")),
+			v1alpha1.JobFailed, v1alpha1.ReasonBuildFailed, "Build failed (exit 1): E: boom", "", ""},
+		// Killed or failed outside the script's stages: the pod's phase
+		// tells an eviction or a deadline.
+		{"failed, pod not final yet", podIn(corev1.PodRunning, "n1", terminated(137, "Error", "")),
+			v1alpha1.JobRunning, v1alpha1.ReasonBuilding, "exited (code 137)", "", ""},
 		{"succeeded", podIn(corev1.PodSucceeded, "n1", terminated(0, "Completed", "digest=sha256:aaa\nbaseDigest=sha256:bbb\n")),
 			v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded, "", "sha256:aaa", "sha256:bbb"},
 		{"succeeded without digest", podIn(corev1.PodSucceeded, "n1", terminated(0, "Completed", "")),

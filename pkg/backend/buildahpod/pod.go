@@ -23,6 +23,9 @@ const (
 	JobLabel = "primehub.io/imagespecjob"
 	// ContainerName is the builder container, for kubectl logs -c.
 	ContainerName = "build"
+	// BaseStoreContainerName makes the namespace's base store, in the
+	// pods of builds that make one (see basestore.go).
+	BaseStoreContainerName = "base-store"
 
 	nameSuffix    = "-build"
 	maxNameLength = 253 // DNS subdomain: pod and ConfigMap names
@@ -33,15 +36,21 @@ const (
 	keyDockerfile     = "Dockerfile"
 	keyDockerfileUser = "Dockerfile.user"
 	keyStorageConf    = "storage.conf"
+	keyBaseStore      = "base-store.sh"
 
 	// Paths in the builder container.
-	buildDir     = "/imagespec/build"
-	pushAuthDir  = "/imagespec/push"
-	pullAuthDir  = "/imagespec/pull"
-	storageDir   = "/var/lib/containers"
-	graphRoot    = storageDir + "/storage"
-	certsDir     = "/etc/containers/certs.d"
-	authFileName = "auth.json"
+	buildDir    = "/imagespec/build"
+	pushAuthDir = "/imagespec/push"
+	pullAuthDir = "/imagespec/pull"
+	storageDir  = "/var/lib/containers"
+	graphRoot   = storageDir + "/storage"
+	// blobInfoCacheDir is where buildah keeps its blob info cache for
+	// root, next to the store on the storage volume.
+	blobInfoCacheDir = storageDir + "/cache"
+	// baseStoreRoot holds the base-store container's own stores.
+	baseStoreRoot = storageDir + "/base-store"
+	certsDir      = "/etc/containers/certs.d"
+	authFileName  = "auth.json"
 
 	// The Dockerfile variant for bases with a user restores it from this
 	// build argument; see userDockerfile.
@@ -154,6 +163,7 @@ func (b *Backend) configMap(job *v1alpha1.ImageSpecJob) (*corev1.ConfigMap, erro
 		keyDockerfile:     string(root),
 		keyDockerfileUser: string(user),
 		keyStorageConf:    storageConf(b.opts.StorageDriver),
+		keyBaseStore:      baseStoreScript,
 	}
 	for i, h := range sortedHosts(b.opts.RegistryCAs) {
 		data[caKey(i)] = string(b.opts.RegistryCAs[h])
@@ -212,6 +222,7 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 				{Key: keyDockerfile, Path: keyDockerfile},
 				{Key: keyDockerfileUser, Path: keyDockerfileUser},
 				{Key: keyStorageConf, Path: keyStorageConf},
+				{Key: keyBaseStore, Path: keyBaseStore},
 			},
 		}},
 	}}
@@ -265,21 +276,57 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 			Image: &corev1.ImageVolumeSource{Reference: store.mount, PullPolicy: corev1.PullIfNotPresent}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: baseStoreVolume, MountPath: baseStoreDir, ReadOnly: true})
 		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE", Value: baseStoreDir},
-			corev1.EnvVar{Name: "IMAGESPEC_GRAPHROOT", Value: graphRoot})
+			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir})
 		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
-	case store.produce != "":
-		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},
-			corev1.EnvVar{Name: "IMAGESPEC_GRAPHROOT", Value: graphRoot})
 	}
 
-	sc, err := o.securityContext(store.produce != "")
+	sc, err := o.securityContext(false)
 	if err != nil {
 		return nil, err
+	}
+	containers := []corev1.Container{{
+		Name:                     ContainerName,
+		Image:                    o.BuilderImage,
+		ImagePullPolicy:          o.BuilderImagePullPolicy,
+		Command:                  []string{"/bin/sh", buildDir + "/" + keyScript},
+		Env:                      env,
+		VolumeMounts:             mounts,
+		Resources:                o.Pod.Resources,
+		SecurityContext:          sc,
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}}
+	if store.produce != "" {
+		// Next to the build, on the same storage volume, with what it
+		// needs to pull the base and push the store; DAC_OVERRIDE (to read
+		// the whole store) only here, where no build step runs.
+		storeSC, err := o.securityContext(true)
+		if err != nil {
+			return nil, err
+		}
+		storeEnv := append(append([]corev1.EnvVar(nil), env...),
+			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},
+			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_ROOT", Value: baseStoreRoot},
+			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir})
+		containers = append(containers, corev1.Container{
+			Name:                     BaseStoreContainerName,
+			Image:                    o.BuilderImage,
+			ImagePullPolicy:          o.BuilderImagePullPolicy,
+			Command:                  []string{"/bin/sh", buildDir + "/" + keyBaseStore},
+			Env:                      storeEnv,
+			VolumeMounts:             mounts,
+			Resources:                o.Pod.Resources,
+			SecurityContext:          storeSC,
+			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		})
 	}
 	annotations := jobAnnotations(job)
 	for k, v := range o.Pod.Annotations {
 		annotations[k] = v
 	}
+	// kubectl logs and exec pick the build without -c.
+	annotations["kubectl.kubernetes.io/default-container"] = ContainerName
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            name,
@@ -303,19 +350,8 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 			ImagePullSecrets:              pullSecrets,
 			HostNetwork:                   o.HostNetwork,
 			NodeName:                      o.Pod.NodeName,
-			Containers: []corev1.Container{{
-				Name:                     ContainerName,
-				Image:                    o.BuilderImage,
-				ImagePullPolicy:          o.BuilderImagePullPolicy,
-				Command:                  []string{"/bin/sh", buildDir + "/" + keyScript},
-				Env:                      env,
-				VolumeMounts:             mounts,
-				Resources:                o.Pod.Resources,
-				SecurityContext:          sc,
-				TerminationMessagePath:   corev1.TerminationMessagePathDefault,
-				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-			}},
-			Volumes: volumes,
+			Containers:                    containers,
+			Volumes:                       volumes,
 		},
 	}
 	if userns {
@@ -333,10 +369,10 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 }
 
 // securityContext is the least privilege buildah's chroot isolation works
-// with (see the package doc), or a privileged container on request. A pod
-// that makes a base store also gets DAC_OVERRIDE, to read the whole store
-// (the base's own files, some private to users such as _apt) when it packs
-// it; Pod Security baseline allows it.
+// with (see the package doc), or a privileged container on request. The
+// container that makes a base store also gets DAC_OVERRIDE, to read the
+// whole store (the base's own files, some private to users such as _apt)
+// when it packs it; Pod Security baseline allows it.
 func (o *Options) securityContext(packsStore bool) (*corev1.SecurityContext, error) {
 	if o.Privileged {
 		return &corev1.SecurityContext{

@@ -11,16 +11,13 @@ package buildahpod
 //     "built=" and "finished=" with the script's start, the ends of its
 //     pull and build stages and its end (Unix seconds, to the nanosecond
 //     where date has %N; the kubelet's own times have whole seconds), for
-//     measuring where a build's time goes; "baseStore=" with the digest
-//     reference of the base store it pushed, if it made one.
+//     measuring where a build's time goes.
 //   - failure: exit code of the stage (exitSetup, exitPull, exitBuild,
 //     exitPush: 10 to 13); the termination message holds "stage=<stage>",
 //     "exit=<buildah's exit code>" and "error=<the last error line>".
 //
 // Both buildah 1.28 (Debian) and current upstream images run it: it uses
-// POSIX sh, awk, tee, tail, grep, cut and date only; making a base store
-// (see basestore.go) also uses cp -al, tar with --xattrs, sha256sum, wc
-// and uname.
+// POSIX sh, awk, tee, tail, grep, cut, cp and date only.
 const buildScript = `set -u
 started=$(date +%s.%N 2>/dev/null || true)
 msg=${IMAGESPEC_TERMINATION_LOG:-/dev/termination-log}
@@ -71,10 +68,7 @@ push_auth=''
 if [ -f "${IMAGESPEC_PUSH_AUTHFILE:-}" ]; then push_auth=$IMAGESPEC_PUSH_AUTHFILE; fi
 
 # A base store mounted by the backend: buildah finds the base's layers in it
-# and copies none; the pull still checks the tag. bic is the blob info
-# cache's file, next to the store (<graphroot>/../cache) as buildah keeps it
-# for root.
-bic=blob-info-cache-v1.sqlite
+# and copies none; the pull still checks the tag.
 if [ -n "${IMAGESPEC_BASE_STORE:-}" ] && [ -d "$IMAGESPEC_BASE_STORE/overlay-images" ]; then
   { cat "${CONTAINERS_STORAGE_CONF:-/etc/containers/storage.conf}"
     printf '\n[storage.options]\nadditionalimagestores = ["%s"]\n' "$IMAGESPEC_BASE_STORE"
@@ -83,8 +77,9 @@ if [ -n "${IMAGESPEC_BASE_STORE:-}" ] && [ -d "$IMAGESPEC_BASE_STORE/overlay-ima
   export CONTAINERS_STORAGE_CONF
   # Its blob info cache says which compressed blobs the base's layers came
   # from: without it, pushing the layer cache would compress them again.
-  if [ -f "$IMAGESPEC_BASE_STORE/$bic" ] && [ -n "${IMAGESPEC_GRAPHROOT:-}" ] && [ ! -e "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" ]; then
-    mkdir -p "${IMAGESPEC_GRAPHROOT%/*}/cache" && cp "$IMAGESPEC_BASE_STORE/$bic" "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" || true
+  bic=blob-info-cache-v1.sqlite
+  if [ -f "$IMAGESPEC_BASE_STORE/$bic" ] && [ -n "${IMAGESPEC_BLOB_INFO_CACHE_DIR:-}" ] && [ ! -e "$IMAGESPEC_BLOB_INFO_CACHE_DIR/$bic" ]; then
+    mkdir -p "$IMAGESPEC_BLOB_INFO_CACHE_DIR" && cp "$IMAGESPEC_BASE_STORE/$bic" "$IMAGESPEC_BLOB_INFO_CACHE_DIR/$bic" || true
   fi
   echo "imagespec: using the base store at $IMAGESPEC_BASE_STORE"
 fi
@@ -106,52 +101,6 @@ base_user=${base_user#imagespec-user=}
 echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
 pulled=$(date +%s.%N 2>/dev/null || true)
 
-# Making the namespace's base store: the store as the pull left it, packed
-# before any build step runs, then made a one-layer image and pushed to the
-# cache repository while the build goes on. Its failure never fails the
-# build.
-pack_store() {
-  set -e
-  diff=$(sha256sum "$layout/layer" | cut -d ' ' -f 1)
-  size=$(wc -c <"$layout/layer" | tr -d ' ')
-  mv "$layout/layer" "$layout/blobs/sha256/$diff"
-  case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-  printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$diff" >"$layout/config"
-  cfg=$(sha256sum "$layout/config" | cut -d ' ' -f 1)
-  cfg_size=$(wc -c <"$layout/config" | tr -d ' ')
-  mv "$layout/config" "$layout/blobs/sha256/$cfg"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$cfg" "$cfg_size" "$diff" "$size" >"$layout/manifest"
-  man=$(sha256sum "$layout/manifest" | cut -d ' ' -f 1)
-  man_size=$(wc -c <"$layout/manifest" | tr -d ' ')
-  mv "$layout/manifest" "$layout/blobs/sha256/$man"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}]}' "$man" "$man_size" >"$layout/index.json"
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
-  # Through a vfs store of its own, so the layer's whiteout devices stay
-  # files and the pushed layer is the packed one, uncompressed.
-  vfs pull --quiet "oci:$layout" >"$work/store.id"
-  vfs push --quiet --authfile "$push_auth" --disable-compression --digestfile "$work/store.digest" \
-    "$(cat "$work/store.id")" "docker://$IMAGESPEC_BASE_STORE_PUSH"
-}
-vfs() {
-  buildah --root "$snap.vfs/root" --runroot "$snap.vfs/run" --storage-driver vfs "$@"
-}
-store_pid=''
-if [ -n "${IMAGESPEC_BASE_STORE_PUSH:-}" ] && [ -n "$push_auth" ] && [ -n "${IMAGESPEC_GRAPHROOT:-}" ]; then
-  snap=$IMAGESPEC_GRAPHROOT.base-store
-  layout=$snap.oci
-  set -- -C "$IMAGESPEC_GRAPHROOT" overlay overlay-images overlay-layers
-  if [ -f "${IMAGESPEC_GRAPHROOT%/*}/cache/$bic" ]; then set -- "$@" -C "${IMAGESPEC_GRAPHROOT%/*}/cache" "$bic"; fi
-  if mkdir -p "$layout/blobs/sha256" &&
-    tar --numeric-owner --xattrs --xattrs-include='*' -cf "$layout/layer" "$@" 2>"$work/store.log"; then
-    echo "imagespec: making the base store $IMAGESPEC_BASE_STORE_PUSH"
-    pack_store >>"$work/store.log" 2>&1 &
-    store_pid=$!
-  else
-    echo "imagespec: cannot pack the store, so no base store this time:"
-    tail -n 3 "$work/store.log"
-  fi
-fi
 
 # The user variant restores the base image's user from a build argument, so
 # the user reaches buildah as data, never as Dockerfile text.
@@ -187,16 +136,66 @@ else
   stage push 13 buildah push --format oci --digestfile "$work/digest" "$IMAGESPEC_TARGET_IMAGE" "docker://$IMAGESPEC_TARGET_IMAGE"
 fi
 digest=$(cat "$work/digest")
-base_store=''
-if [ -n "$store_pid" ]; then
-  if wait "$store_pid" && [ -s "$work/store.digest" ]; then
-    base_store="${IMAGESPEC_BASE_STORE_PUSH%:*}@$(cat "$work/store.digest")"
-    echo "imagespec: pushed the base store $base_store"
-  else
-    echo "imagespec: making the base store failed (the build did not):"
-    tail -n 5 "$work/store.log"
-  fi
-fi
-printf 'digest=%s\nbaseDigest=%s\nstarted=%s\npulled=%s\nbuilt=%s\nfinished=%s\nbaseStore=%s\n' "$digest" "$base_digest" "$started" "$pulled" "$built" "$(date +%s.%N 2>/dev/null || true)" "$base_store" >"$msg"
+printf 'digest=%s\nbaseDigest=%s\nstarted=%s\npulled=%s\nbuilt=%s\nfinished=%s\n' "$digest" "$base_digest" "$started" "$pulled" "$built" "$(date +%s.%N 2>/dev/null || true)" >"$msg"
 echo "imagespec: pushed $IMAGESPEC_TARGET_IMAGE@$digest"
+`
+
+// baseStoreScript runs in the base-store container of a pod that makes its
+// namespace's base store (see basestore.go), next to the build and sharing
+// its storage volume: it pulls the base into a store of its own, packs that
+// store and the blob info cache into a one-layer image (uncompressed), and
+// pushes it to IMAGESPEC_BASE_STORE_PUSH through a vfs store, so the
+// layer's whiteout devices stay files. Its work runs at the lowest CPU
+// priority, and it always exits 0: the build never waits for it or fails
+// by it. The termination message holds "baseStore=" with the pushed digest
+// reference, or "error=" with why there is none. Every value comes from
+// the environment and is only expanded inside double quotes.
+const baseStoreScript = `set -u
+msg=${IMAGESPEC_TERMINATION_LOG:-/dev/termination-log}
+work=$(mktemp -d)
+root=${IMAGESPEC_BASE_STORE_ROOT:-}
+bic=blob-info-cache-v1.sqlite
+finish() {
+  printf 'baseStore=%s\nerror=%s\n' "$1" "$2" >"$msg"
+  if [ -n "$1" ]; then echo "imagespec: pushed the base store $1"; else echo "imagespec: no base store: $2"; fi
+  exit 0
+}
+last_line() { grep -v '^[[:space:]]*$' "$1" | tail -n 1 | cut -c 1-500; }
+for v in IMAGESPEC_BASE_IMAGE IMAGESPEC_BASE_STORE_PUSH IMAGESPEC_BASE_STORE_ROOT IMAGESPEC_PUSH_AUTHFILE; do
+  eval "val=\${$v:-}"
+  if [ -z "$val" ]; then finish '' "$v is not set"; fi
+done
+if [ ! -f "$IMAGESPEC_PUSH_AUTHFILE" ]; then finish '' 'no push credentials'; fi
+store() { nice -n 19 buildah --root "$root/storage" --runroot "$root/run" --storage-driver overlay "$@"; }
+vfs() { nice -n 19 buildah --root "$root/vfs" --runroot "$root/vfs-run" --storage-driver vfs "$@"; }
+
+echo "imagespec: making the base store $IMAGESPEC_BASE_STORE_PUSH of $IMAGESPEC_BASE_IMAGE"
+if [ -f "${IMAGESPEC_PULL_AUTHFILE:-}" ]; then
+  store pull --quiet --authfile "$IMAGESPEC_PULL_AUTHFILE" "$IMAGESPEC_BASE_IMAGE" >"$work/log" 2>&1 || finish '' "pulling the base: $(last_line "$work/log")"
+else
+  store pull --quiet "$IMAGESPEC_BASE_IMAGE" >"$work/log" 2>&1 || finish '' "pulling the base: $(last_line "$work/log")"
+fi
+layout=$root/oci
+mkdir -p "$layout/blobs/sha256" || finish '' "cannot write $layout"
+set -- -C "$root/storage" overlay overlay-images overlay-layers
+if [ -f "${IMAGESPEC_BLOB_INFO_CACHE_DIR:-}/$bic" ]; then set -- "$@" -C "$IMAGESPEC_BLOB_INFO_CACHE_DIR" "$bic"; fi
+nice -n 19 tar --numeric-owner --xattrs --xattrs-include='*' -cf "$layout/layer" "$@" 2>"$work/log" || finish '' "packing the store: $(last_line "$work/log")"
+blob() { # file -> its digest (hex), the file moved into the layout's blobs
+  d=$(nice -n 19 sha256sum "$1" | cut -d ' ' -f 1)
+  mv "$1" "$layout/blobs/sha256/$d" && echo "$d"
+}
+size() { wc -c <"$layout/blobs/sha256/$1" | tr -d ' '; }
+diff=$(blob "$layout/layer") || finish '' 'hashing the layer'
+case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$diff" >"$layout/config"
+cfg=$(blob "$layout/config") || finish '' 'hashing the config'
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+  "$cfg" "$(size "$cfg")" "$diff" "$(size "$diff")" >"$layout/manifest"
+man=$(blob "$layout/manifest") || finish '' 'hashing the manifest'
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}]}' "$man" "$(size "$man")" >"$layout/index.json"
+printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+vfs pull --quiet "oci:$layout" >"$work/id" 2>"$work/log" || finish '' "loading the store image: $(last_line "$work/log")"
+vfs push --quiet --authfile "$IMAGESPEC_PUSH_AUTHFILE" --disable-compression --digestfile "$work/digest" \
+  "$(tail -n 1 "$work/id")" "docker://$IMAGESPEC_BASE_STORE_PUSH" >"$work/log" 2>&1 || finish '' "pushing: $(last_line "$work/log")"
+finish "${IMAGESPEC_BASE_STORE_PUSH%:*}@$(cat "$work/digest")" ''
 `

@@ -27,6 +27,7 @@ if [ -n "${STUB_CONF:-}" ]; then cat "${CONTAINERS_STORAGE_CONF:-/dev/null}" >>"
 vfs=''
 while [ "${1#--}" != "$1" ]; do vfs=$vfs$2; shift 2; done
 if [ -n "$vfs" ] && [ "$STUB_FAIL" = vfs ]; then echo 'Error: vfs failed' >&2; exit 125; fi
+if [ "$1" = pull ] && [ "$STUB_FAIL" = pull ]; then echo 'Error: pull failed' >&2; exit 125; fi
 case $1 in
 pull)
   if [ -n "$vfs" ]; then echo 'sha256:storeimageid'; fi ;;
@@ -56,6 +57,12 @@ type scriptRun struct {
 // the given environment (values that would break a script pasting them).
 func runScript(t *testing.T, env map[string]string) scriptRun {
 	t.Helper()
+	return runScriptText(t, buildScript, env)
+}
+
+// runScriptText runs script as runScript runs the build script.
+func runScriptText(t *testing.T, script string, env map[string]string) scriptRun {
+	t.Helper()
 	dir := t.TempDir()
 	bin, log, df := filepath.Join(dir, "bin"), filepath.Join(dir, "log"), filepath.Join(dir, "df")
 	for _, d := range []string{bin, log, df} {
@@ -72,7 +79,7 @@ func runScript(t *testing.T, env map[string]string) scriptRun {
 		}
 	}
 	msg := filepath.Join(dir, "termination-log")
-	cmd := exec.Command("/bin/sh", "-c", buildScript)
+	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Dir = dir
 	cmd.Env = []string{
 		"PATH=" + bin + ":/usr/bin:/bin",
@@ -147,7 +154,7 @@ func TestScriptTakesValuesAsData(t *testing.T) {
 	if push == nil || push[len(push)-1] != "docker://"+nasty+"-target" || push[len(push)-2] != nasty+"-target" {
 		t.Errorf("push argv %q", push)
 	}
-	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\npulled=[0-9]+\.[0-9]{9}\nbuilt=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\nbaseStore=\n$`).MatchString(run.msg) {
+	if !regexp.MustCompile(`^digest=sha256:pushed\nbaseDigest=sha256:base\nstarted=[0-9]+\.[0-9]{9}\npulled=[0-9]+\.[0-9]{9}\nbuilt=[0-9]+\.[0-9]{9}\nfinished=[0-9]+\.[0-9]{9}\n$`).MatchString(run.msg) {
 		t.Errorf("termination message %q", run.msg)
 	}
 }
@@ -213,14 +220,15 @@ func TestScriptReportsTheFailedStage(t *testing.T) {
 	}
 }
 
-// A build told to make a base store snapshots the store after the pull,
-// packs the snapshot as a one-layer OCI image, pushes it uncompressed
-// through a vfs store of its own to the tag it was given, and reports the
-// pushed digest by repository; a failure there leaves the build alone.
-func TestScriptMakesBaseStore(t *testing.T) {
-	for _, fail := range []string{"", "vfs"} {
+// The base-store container pulls the base into its own store, packs that
+// store and the blob info cache as a one-layer OCI image, pushes it
+// uncompressed through a vfs store of its own to the tag it was given, and
+// reports the pushed digest by repository; it exits 0 whatever fails.
+func TestBaseStoreScript(t *testing.T) {
+	for _, fail := range []string{"", "vfs", "pull"} {
 		dir := t.TempDir()
-		graph := filepath.Join(dir, "storage")
+		root := filepath.Join(dir, "base-store")
+		graph := filepath.Join(root, "storage")
 		for _, d := range []string{"overlay/abc/diff/etc", "overlay-images", "overlay-layers", "overlay/l"} {
 			if err := os.MkdirAll(filepath.Join(graph, d), 0o700); err != nil {
 				t.Fatal(err)
@@ -239,37 +247,43 @@ func TestScriptMakesBaseStore(t *testing.T) {
 		if err := os.WriteFile(push, []byte(`{"auths":{}}`), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		run := runScript(t, map[string]string{
-			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/team/t:1",
-			"IMAGESPEC_PUSH_AUTHFILE": push, "IMAGESPEC_GRAPHROOT": graph,
+		run := runScriptText(t, baseStoreScript, map[string]string{
+			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_PUSH_AUTHFILE": push,
+			"IMAGESPEC_BASE_STORE_ROOT": root, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "cache"),
 			"IMAGESPEC_BASE_STORE_PUSH": "reg.local:5000/imagespec_cache/team:base-0123", "STUB_FAIL": fail,
 		})
 		if run.code != 0 {
 			t.Fatalf("fail=%q: exit %d:\n%s", fail, run.code, run.out)
 		}
-		want := "baseStore=reg.local:5000/imagespec_cache/team@sha256:pushed\n"
+		t2 := parseTermination(run.msg)
 		if fail != "" {
-			want = "baseStore=\n"
-		}
-		if !strings.HasSuffix(run.msg, want) {
-			t.Errorf("fail=%q: termination message %q, want it to end with %q", fail, run.msg, want)
-		}
-		if fail != "" {
+			if t2.baseStore != "" || t2.err == "" {
+				t.Errorf("fail=%q: termination message %q, want no store and the error", fail, run.msg)
+			}
 			continue
 		}
-		var storePush []string
+		if t2.baseStore != "reg.local:5000/imagespec_cache/team@sha256:pushed" {
+			t.Errorf("termination message %q", run.msg)
+		}
+		var storePull, storePush []string
 		for _, c := range run.calls {
-			if slices.Contains(c, "vfs") && slices.Contains(c, "push") {
+			switch {
+			case slices.Contains(c, "overlay") && slices.Contains(c, "pull"):
+				storePull = c
+			case slices.Contains(c, "vfs") && slices.Contains(c, "push"):
 				storePush = c
 			}
+		}
+		if storePull == nil || storePull[len(storePull)-1] != "reg.local/base:1" || storePull[1] != graph {
+			t.Errorf("store pull argv %q", storePull)
 		}
 		if storePush == nil || storePush[len(storePush)-1] != "docker://reg.local:5000/imagespec_cache/team:base-0123" ||
 			!slices.Contains(storePush, "--disable-compression") || storePush[len(storePush)-2] != "sha256:storeimageid" {
 			t.Errorf("store push argv %q", storePush)
 		}
 		// The packed layout: index -> manifest -> one uncompressed layer
-		// holding the snapshot.
-		layout := graph + ".base-store.oci"
+		// holding the store and the blob info cache.
+		layout := filepath.Join(root, "oci")
 		index, err := os.ReadFile(filepath.Join(layout, "index.json"))
 		if err != nil {
 			t.Fatal(err)
@@ -336,7 +350,7 @@ func TestScriptUsesBaseStore(t *testing.T) {
 	conf := filepath.Join(dir, "conf-seen")
 	run := runScript(t, map[string]string{
 		"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1",
-		"IMAGESPEC_BASE_STORE": store, "IMAGESPEC_GRAPHROOT": filepath.Join(dir, "lib", "storage"), "STUB_CONF": conf,
+		"IMAGESPEC_BASE_STORE": store, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "lib", "cache"), "STUB_CONF": conf,
 	})
 	if run.code != 0 {
 		t.Fatalf("exit %d:\n%s", run.code, run.out)
