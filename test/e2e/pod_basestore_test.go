@@ -41,23 +41,7 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		podNS, podName := p.BuildPod(ns, job.Name)
-		var pod *corev1.Pod
-		msgs := map[string]string{}
-		for {
-			var err error
-			if pod, err = p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			for _, cs := range pod.Status.ContainerStatuses {
-				if cs.State.Terminated != nil {
-					msgs[cs.Name] = cs.State.Terminated.Message
-				}
-			}
-			if len(msgs) == len(pod.Spec.Containers) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		pod, msgs := podContainersDone(ctx, t, p, ns, job.Name)
 		times, err := parseScriptTimes(msgs[buildahpod.ContainerName])
 		if err != nil {
 			t.Fatalf("pod %s: %v", podName, err)
@@ -133,5 +117,34 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 	}
 	if be2.CacheRepository(third) == repo || !strings.Contains(be2.CacheRepository(third), buildahpod.CacheRepositoryComponent+"/"+other) {
 		t.Errorf("namespace %s's cache repository %q", other, be2.CacheRepository(third))
+	}
+}
+
+// podContainersDone waits until every container of job's build pod has
+// terminated (a pod that makes its namespace's base store runs on after
+// the job ends) and returns the pod and each container's termination
+// message.
+func podContainersDone(ctx context.Context, tb testing.TB, p *PodEnv, ns, job string) (*corev1.Pod, map[string]string) {
+	tb.Helper()
+	podNS, podName := p.BuildPod(ns, job)
+	for {
+		pod, err := p.Kube.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		msgs := map[string]string{}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.State.Terminated != nil {
+				msgs[cs.Name] = cs.State.Terminated.Message
+			}
+		}
+		if len(msgs) == len(pod.Spec.Containers) {
+			return pod, msgs
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("pod %s/%s: containers %v still running: %v", podNS, podName, pod.Status.ContainerStatuses, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

@@ -92,13 +92,15 @@
 // # Base store
 //
 // With an emptyDir every pod would pull its base image from scratch. The
-// first build of a base in a namespace instead packs the store as its pull
-// left it into a one-layer image in the namespace's cache repository, and
-// the following builds mount it read-only by digest as an image volume
+// pod of the first build of a base in a namespace instead runs a second
+// container that pulls the base into a store of its own and pushes that
+// store as a one-layer image to the namespace's cache repository; the
+// following builds mount it read-only by digest as an image volume
 // (additionalimagestores): the node pulls it once, the pod copies no base
-// layer (see basestore.go). A pod that makes one gets DAC_OVERRIDE to read
-// the whole store. Only with user-namespaced pods in auto mode, on nodes
-// with kubelet >= 1.35 and containerd >= 2.2.9, overlay and no Cache.
+// layer (see basestore.go). That container, which runs no build step, gets
+// DAC_OVERRIDE to read the whole store. Only with a build namespace and
+// user-namespaced pods in auto mode, on nodes with kubelet >= 1.35 and
+// containerd >= 2.2.9, overlay and no Cache.
 //
 // # Cancel
 //

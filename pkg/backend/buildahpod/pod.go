@@ -49,8 +49,11 @@ const (
 	blobInfoCacheDir = storageDir + "/cache"
 	// baseStoreRoot holds the base-store container's own stores.
 	baseStoreRoot = storageDir + "/base-store"
-	certsDir      = "/etc/containers/certs.d"
-	authFileName  = "auth.json"
+	// pulledMarker, on the shared storage volume, tells the base-store
+	// container the build's pull is over.
+	pulledMarker = storageDir + "/imagespec-pulled"
+	certsDir     = "/etc/containers/certs.d"
+	authFileName = "auth.json"
 
 	// The Dockerfile variant for bases with a user restores it from this
 	// build argument; see userDockerfile.
@@ -280,6 +283,9 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
 	}
 
+	if store.produce != "" {
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_PULLED_MARKER", Value: pulledMarker})
+	}
 	sc, err := o.securityContext(false)
 	if err != nil {
 		return nil, err

@@ -251,6 +251,7 @@ func TestBaseStoreScript(t *testing.T) {
 			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_PUSH_AUTHFILE": push,
 			"IMAGESPEC_BASE_STORE_ROOT": root, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "cache"),
 			"IMAGESPEC_BASE_STORE_PUSH": "reg.local:5000/imagespec_cache/team:base-0123", "STUB_FAIL": fail,
+			"IMAGESPEC_PULLED_MARKER": push, // there already: no wait
 		})
 		if run.code != 0 {
 			t.Fatalf("fail=%q: exit %d:\n%s", fail, run.code, run.out)
@@ -348,10 +349,15 @@ func TestScriptUsesBaseStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "conf-seen")
+	marker := filepath.Join(dir, "pulled")
 	run := runScript(t, map[string]string{
 		"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1",
 		"IMAGESPEC_BASE_STORE": store, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "lib", "cache"), "STUB_CONF": conf,
+		"IMAGESPEC_PULLED_MARKER": marker,
 	})
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the build did not mark its pull over: %v", err)
+	}
 	if run.code != 0 {
 		t.Fatalf("exit %d:\n%s", run.code, run.out)
 	}
