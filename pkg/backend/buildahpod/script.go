@@ -91,11 +91,16 @@ if [ -n "${IMAGESPEC_BASE_STORE:-}" ] && [ -d "$IMAGESPEC_BASE_STORE/overlay-ima
   echo "imagespec: using the base store at $IMAGESPEC_BASE_STORE"
 fi
 
+# With a base store the image is already there, and buildah pull's default
+# policy (missing) would not ask the registry: always does, so the tag is
+# checked and this build's own pull credentials decide access.
+set --
+if [ -n "${IMAGESPEC_BASE_STORE:-}" ]; then set -- --policy always; fi
 echo "imagespec: pulling base image $IMAGESPEC_BASE_IMAGE"
 if [ -n "$pull_auth" ]; then
-  stage pull 11 buildah pull --quiet --authfile "$pull_auth" "$IMAGESPEC_BASE_IMAGE"
+  stage pull 11 buildah pull --quiet "$@" --authfile "$pull_auth" "$IMAGESPEC_BASE_IMAGE"
 else
-  stage pull 11 buildah pull --quiet "$IMAGESPEC_BASE_IMAGE"
+  stage pull 11 buildah pull --quiet "$@" "$IMAGESPEC_BASE_IMAGE"
 fi
 # Prefixed lines, so a warning buildah prints around them is never taken
 # for a value.

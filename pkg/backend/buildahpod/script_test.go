@@ -358,6 +358,11 @@ func TestScriptUsesBaseStore(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the build did not mark its pull over: %v", err)
 	}
+	// The base is in the store already: only the always policy makes the
+	// pull ask the registry (a moved tag, this build's credentials).
+	if pull := findCall(run.calls, "pull"); pull == nil || !slices.Contains(pull, "always") || pull[slices.Index(pull, "always")-1] != "--policy" {
+		t.Errorf("pull argv %q, want --policy always", pull)
+	}
 	if run.code != 0 {
 		t.Fatalf("exit %d:\n%s", run.code, run.out)
 	}
