@@ -104,8 +104,7 @@ func (b *Backend) learnBaseStore(pod *corev1.Pod) {
 		return
 	}
 	b.storesSeen[pod.UID] = true
-	key := baseStoreKey{namespace: pod.Labels[JobNamespaceLabel], base: envOf(ctr, "IMAGESPEC_BASE_IMAGE"),
-		userns: pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers}
+	key := podStoreKey(pod)
 	delete(b.storesMaking, key)
 	t := parseTermination(st.State.Terminated.Message)
 	push := envOf(ctr, "IMAGESPEC_BASE_STORE_PUSH")
@@ -149,15 +148,25 @@ func envOf(c *corev1.Container, name string) string {
 	return ""
 }
 
+// podStoreKey is the key of the base store pod mounts or makes: its job's
+// namespace, the base image its build container was given (the normalized
+// base, as baseStoreKey has it) and its user namespace mode.
+func podStoreKey(pod *corev1.Pod) baseStoreKey {
+	key := baseStoreKey{namespace: pod.Labels[JobNamespaceLabel], userns: pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers}
+	if ctr, _ := podContainer(pod, ContainerName); ctr != nil {
+		key.base = envOf(ctr, "IMAGESPEC_BASE_IMAGE")
+	}
+	return key
+}
+
 // forgetBaseStore drops a base store a pod could not mount (removed from
 // the registry, say): the next build of its base makes a new one.
-func (b *Backend) forgetBaseStore(job *v1alpha1.ImageSpecJob, pod *corev1.Pod) {
+func (b *Backend) forgetBaseStore(pod *corev1.Pod) {
 	ref := podBaseStore(pod)
 	if ref == "" {
 		return
 	}
-	userns := pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers
-	key := b.baseStoreKey(job, userns)
+	key := podStoreKey(pod)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.baseStores[key] == ref {

@@ -136,7 +136,13 @@ func TestBaseStorePlan(t *testing.T) {
 	if p := b.baseStorePlan(storeJob("two-abc123", "team"), true, true); p.produce == "" {
 		t.Errorf("after a failed maker: %+v, want to make it again", p)
 	}
-	b.learnBaseStore(storeReported(maker, "baseStore="+store+"\nerror=\n"))
+	made := storeReported(maker, "baseStore="+store+"\nerror=\n")
+	b.learnBaseStore(made)
+	// A deleted pod's entry goes, and its deletion teaches nothing again.
+	b.podDeleted(made)
+	if b.storesSeen[made.UID] {
+		t.Error("a deleted maker pod stays in storesSeen")
+	}
 
 	second := storeJob("three-abc123", "team")
 	plan = b.baseStorePlan(second, true, true)
@@ -187,7 +193,7 @@ func TestBaseStorePlan(t *testing.T) {
 	}
 
 	// The store went missing: the pod cannot start; the next build makes it anew.
-	b.forgetBaseStore(second, pod)
+	b.forgetBaseStore(pod)
 	if p := b.baseStorePlan(storeJob("five-abc123", "team"), true, true); p.mount != "" || p.produce == "" {
 		t.Errorf("after a failed mount: %+v, want to make the store again", p)
 	}

@@ -142,6 +142,11 @@ func (b *Backend) podChanged(obj interface{}) {
 		return
 	}
 	b.learnBaseStore(pod)
+	b.notifyJob(pod)
+}
+
+// notifyJob tells the controller that pod's job may have changed state.
+func (b *Backend) notifyJob(pod *corev1.Pod) {
 	key, ok := jobKeyOf(pod)
 	if !ok {
 		return
@@ -172,7 +177,9 @@ func (b *Backend) podDeleted(obj interface{}) {
 	for _, ch := range waiters {
 		close(ch)
 	}
-	b.podChanged(pod)
+	// Not podChanged: a deleted pod teaches nothing, and learning from it
+	// would mark it seen again after its entry was dropped.
+	b.notifyJob(pod)
 }
 
 func (b *Backend) logf(format string, args ...any) {
@@ -210,7 +217,7 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 			st.Message = fmt.Sprintf("Pushed %s@%s", job.Spec.TargetImage, st.Digest)
 		}
 		if st.Phase == v1alpha1.JobFailed && (st.Reason == v1alpha1.ReasonBuilderImagePullFailed || st.Reason == v1alpha1.ReasonBackendError) {
-			b.forgetBaseStore(job, pod)
+			b.forgetBaseStore(pod)
 		}
 		if st.Reason == v1alpha1.ReasonBaseImagePullFailed && !b.pullsWithPush(job) {
 			if why := b.opts.Pulls.Explain(job.Spec.TargetImage, job.Spec.BaseImage); why != "" {
