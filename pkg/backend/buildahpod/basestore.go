@@ -4,11 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend"
@@ -196,47 +196,31 @@ func isDigest(s string) bool {
 	return err == nil
 }
 
+var (
+	minImageVolumeKubelet    = utilversion.MustParseGeneric("1.35")
+	minImageVolumeContainerd = utilversion.MustParseGeneric("2.2.9")
+)
+
+// versionAtLeast: s (a leading v and anything after the numbers allowed,
+// as nodes report them) is min or later; false when s is no version.
+func versionAtLeast(s string, min *utilversion.Version) bool {
+	v, err := utilversion.ParseGeneric(s)
+	return err == nil && v.AtLeast(min)
+}
+
 // imageVolumeRuntime says whether a node's kubelet and runtime mount image
 // volumes into user-namespaced pods: Kubernetes >= 1.35 (image volumes on
 // by default) and containerd >= 2.2.9, whose CRI idmaps them for such pods.
 // Other runtimes are not known to, so they are left out.
 func imageVolumeRuntime(n *corev1.Node) (bool, string) {
-	kubelet := parseVersion(strings.TrimPrefix(n.Status.NodeInfo.KubeletVersion, "v"))
-	if !versionAtLeast(kubelet, 1, 35, 0) {
+	if !versionAtLeast(n.Status.NodeInfo.KubeletVersion, minImageVolumeKubelet) {
 		return false, fmt.Sprintf("node %s runs kubelet %s (image volumes need >= 1.35)", n.Name, n.Status.NodeInfo.KubeletVersion)
 	}
 	rt, ok := strings.CutPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "containerd://")
-	if !ok || !versionAtLeast(parseVersion(strings.TrimPrefix(rt, "v")), 2, 2, 9) {
+	if !ok || !versionAtLeast(rt, minImageVolumeContainerd) {
 		return false, fmt.Sprintf("node %s runs %s (base stores need containerd >= 2.2.9, which idmaps image volumes for user-namespaced pods)", n.Name, n.Status.NodeInfo.ContainerRuntimeVersion)
 	}
 	return true, ""
-}
-
-// parseVersion reads major.minor.patch, ignoring anything after a '-' or
-// '+'; missing or bad parts are -1.
-func parseVersion(s string) [3]int {
-	v := [3]int{-1, -1, -1}
-	if i := strings.IndexAny(s, "-+"); i >= 0 {
-		s = s[:i]
-	}
-	for i, part := range strings.SplitN(s, ".", 3) {
-		n, err := strconv.Atoi(part)
-		if err != nil {
-			break
-		}
-		v[i] = n
-	}
-	return v
-}
-
-func versionAtLeast(v [3]int, major, minor, patch int) bool {
-	want := [3]int{major, minor, patch}
-	for i := range v {
-		if v[i] != want[i] {
-			return v[i] > want[i]
-		}
-	}
-	return true
 }
 
 // String is how the pod creation log line tells the plan.
