@@ -13,7 +13,8 @@ import (
 // terminationMessage is what the script writes to /dev/termination-log.
 type terminationMessage struct {
 	digest, baseDigest string
-	// baseStore is the base store the build pushed, as a digest reference.
+	// baseStore is the base store a base-store container pushed, as a
+	// digest reference (its message has baseStore= and error= only).
 	baseStore        string
 	stage, exit, err string
 }

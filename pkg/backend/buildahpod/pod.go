@@ -281,51 +281,44 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE", Value: baseStoreDir},
 			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir})
 		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
-	}
-
-	if store.produce != "" {
+	case store.produce != "":
 		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_PULLED_MARKER", Value: pulledMarker})
 	}
-	sc, err := o.securityContext(false)
+
+	// Both containers run the builder image with one of the ConfigMap's
+	// scripts, on the same volumes.
+	container := func(name, script string, env []corev1.EnvVar, packsStore bool) (corev1.Container, error) {
+		sc, err := o.securityContext(packsStore)
+		return corev1.Container{
+			Name:                     name,
+			Image:                    o.BuilderImage,
+			ImagePullPolicy:          o.BuilderImagePullPolicy,
+			Command:                  []string{"/bin/sh", buildDir + "/" + script},
+			Env:                      env,
+			VolumeMounts:             mounts,
+			Resources:                o.Pod.Resources,
+			SecurityContext:          sc,
+			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		}, err
+	}
+	build, err := container(ContainerName, keyScript, env, false)
 	if err != nil {
 		return nil, err
 	}
-	containers := []corev1.Container{{
-		Name:                     ContainerName,
-		Image:                    o.BuilderImage,
-		ImagePullPolicy:          o.BuilderImagePullPolicy,
-		Command:                  []string{"/bin/sh", buildDir + "/" + keyScript},
-		Env:                      env,
-		VolumeMounts:             mounts,
-		Resources:                o.Pod.Resources,
-		SecurityContext:          sc,
-		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-	}}
+	containers := []corev1.Container{build}
 	if store.produce != "" {
 		// Next to the build, on the same storage volume, with what it
 		// needs to pull the base and push the store; DAC_OVERRIDE (to read
 		// the whole store) only here, where no build step runs.
-		storeSC, err := o.securityContext(true)
+		maker, err := container(BaseStoreContainerName, keyBaseStore, append(append([]corev1.EnvVar(nil), env...),
+			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},
+			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_ROOT", Value: baseStoreRoot},
+			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir}), true)
 		if err != nil {
 			return nil, err
 		}
-		storeEnv := append(append([]corev1.EnvVar(nil), env...),
-			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_PUSH", Value: store.produce},
-			corev1.EnvVar{Name: "IMAGESPEC_BASE_STORE_ROOT", Value: baseStoreRoot},
-			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir})
-		containers = append(containers, corev1.Container{
-			Name:                     BaseStoreContainerName,
-			Image:                    o.BuilderImage,
-			ImagePullPolicy:          o.BuilderImagePullPolicy,
-			Command:                  []string{"/bin/sh", buildDir + "/" + keyBaseStore},
-			Env:                      storeEnv,
-			VolumeMounts:             mounts,
-			Resources:                o.Pod.Resources,
-			SecurityContext:          storeSC,
-			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
-			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-		})
+		containers = append(containers, maker)
 	}
 	annotations := jobAnnotations(job)
 	for k, v := range o.Pod.Annotations {
