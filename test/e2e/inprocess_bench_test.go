@@ -175,13 +175,7 @@ func BenchmarkInprocessVsBuildahCLI(b *testing.B) {
 			cliBuild += bd
 			cliPush += pd
 		}
-		if i%2 == 0 {
-			runInproc()
-			runCLI()
-		} else {
-			runCLI()
-			runInproc()
-		}
+		inTurn(i, runInproc, runCLI)
 	}
 	b.StopTimer()
 	n := float64(b.N)
@@ -230,4 +224,16 @@ func BenchmarkInprocessRebuildAddPip(b *testing.B) {
 	b.ReportMetric(rebuild.Seconds()/n, "rebuild-s/op")
 	b.ReportMetric(rebuild.Seconds()/cold.Seconds(), "rebuild/cold")
 	b.ReportMetric(float64(cachedSteps)/n, "rebuilds-with-apt-cached")
+}
+
+// inTurn runs a and b, a first in even iterations i and b first in odd
+// ones, so neither arm of a benchmark always runs on what the other warmed.
+func inTurn(i int, a, b func()) {
+	if i%2 == 0 {
+		a()
+		b()
+		return
+	}
+	b()
+	a()
 }

@@ -98,13 +98,7 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 			reportToFinal += end.Sub(terminated)
 			phaseLag += final.Sub(terminated)
 		}
-		if i%2 == 0 {
-			runInproc()
-			runPod()
-		} else {
-			runPod()
-			runInproc()
-		}
+		inTurn(i, runInproc, runPod)
 	}
 	b.StopTimer()
 	n := float64(b.N)
@@ -173,13 +167,7 @@ func BenchmarkBackendsCold(b *testing.B) {
 			podScript += script.total()
 			podPull += script.pulled.Sub(script.started)
 		}
-		if i%2 == 0 {
-			runInproc()
-			runPod()
-		} else {
-			runPod()
-			runInproc()
-		}
+		inTurn(i, runInproc, runPod)
 	}
 	b.StopTimer()
 	n := float64(b.N)
@@ -313,13 +301,7 @@ func BenchmarkRegistryCache(b *testing.B) {
 			requirePodPhase(b, waitFinal(b, c, ns, "cached", ""), v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
 			return time.Since(start)
 		}
-		if i%2 == 0 {
-			coldCache += build(cCache, nsCache)
-			coldNoCache += build(cOff, nsOff)
-		} else {
-			coldNoCache += build(cOff, nsOff)
-			coldCache += build(cCache, nsCache)
-		}
+		inTurn(i, func() { coldCache += build(cCache, nsCache) }, func() { coldNoCache += build(cOff, nsOff) })
 		first := getSpec(b, cCache, nsCache, "cached").Status.JobName
 		// The first pod makes the namespace's base store after its job
 		// ended; a rebuild later than that mounts it.

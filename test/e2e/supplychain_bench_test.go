@@ -76,13 +76,7 @@ func BenchmarkSupplyChain(b *testing.B) {
 			}
 			return job
 		}
-		if i%2 == 0 {
-			built = build(cOn, nsOn, &on)
-			build(cOff, nsOff, &off)
-		} else {
-			build(cOff, nsOff, &off)
-			built = build(cOn, nsOn, &on)
-		}
+		inTurn(i, func() { built = build(cOn, nsOn, &on) }, func() { build(cOff, nsOff, &off) })
 		if built.Status.SupplyChain == nil {
 			b.Fatalf("%s has no status.supplyChain", built.Name)
 		}
