@@ -222,7 +222,7 @@ func TestScriptReportsTheFailedStage(t *testing.T) {
 
 // The base-store container pulls the base into its own store, packs that
 // store and the blob info cache as a one-layer OCI image, pushes it
-// uncompressed through a vfs store of its own to the tag it was given, and
+// zstd-compressed through a vfs store of its own to the tag it was given, and
 // reports the pushed digest by repository; it exits 0 whatever fails.
 func TestBaseStoreScript(t *testing.T) {
 	for _, fail := range []string{"", "vfs", "pull"} {
@@ -279,7 +279,7 @@ func TestBaseStoreScript(t *testing.T) {
 			t.Errorf("store pull argv %q", storePull)
 		}
 		if storePush == nil || storePush[len(storePush)-1] != "docker://reg.local:5000/imagespec_cache/team:base-0123" ||
-			!slices.Contains(storePush, "--disable-compression") || storePush[len(storePush)-2] != "sha256:storeimageid" {
+			!slices.Contains(storePush, "--force-compression") || storePush[slices.Index(storePush, "--compression-format")+1] != "zstd" || storePush[len(storePush)-2] != "sha256:storeimageid" {
 			t.Errorf("store push argv %q", storePush)
 		}
 		// The packed layout: index -> manifest -> one uncompressed layer
