@@ -19,9 +19,10 @@ import (
 // image, packed as a one-layer image in the namespace's cache repository
 // (<prefix>/imagespec_cache/<namespace>:base-<hash of the base reference>).
 // The first build of a base in a namespace makes it, in a second container
-// of its pod (baseStoreScript): it pulls the base into a store of its own,
-// packs it and pushes it, at the lowest CPU priority, while the build goes
-// on; the job does not wait for it. Later builds of that
+// of its pod (baseStoreScript): once the build container is done (or ten
+// minutes into the build), it pulls the base into a store of its own,
+// packs it and pushes it, at the lowest CPU priority; the job does not
+// wait for it. Later builds of that
 // namespace and base mount it by digest as an image volume and list it in
 // storage.conf's additionalimagestores: the kubelet pulls it once per node
 // and keeps it, and buildah's pull of the base then copies no layer. The

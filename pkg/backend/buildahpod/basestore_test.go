@@ -106,7 +106,7 @@ func TestBaseStorePlan(t *testing.T) {
 	if slices.Contains(build.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(build.Env, "IMAGESPEC_BASE_STORE_PUSH") != "" {
 		t.Errorf("the build container: capabilities %v, env %v", build.SecurityContext.Capabilities.Add, build.Env)
 	}
-	if envValue(build.Env, "IMAGESPEC_PULLED_MARKER") == "" || envValue(build.Env, "IMAGESPEC_PULLED_MARKER") != envValue(storeCtr.Env, "IMAGESPEC_PULLED_MARKER") {
+	if envValue(build.Env, "IMAGESPEC_BUILD_DONE_MARKER") == "" || envValue(build.Env, "IMAGESPEC_BUILD_DONE_MARKER") != envValue(storeCtr.Env, "IMAGESPEC_BUILD_DONE_MARKER") {
 		t.Errorf("the containers share no pull marker: %v / %v", build.Env, storeCtr.Env)
 	}
 	if maker.Annotations["kubectl.kubernetes.io/default-container"] != ContainerName || podBaseStore(maker) != "" {

@@ -49,11 +49,11 @@ const (
 	blobInfoCacheDir = storageDir + "/cache"
 	// baseStoreRoot holds the base-store container's own stores.
 	baseStoreRoot = storageDir + "/base-store"
-	// pulledMarker, on the shared storage volume, tells the base-store
-	// container the build's pull is over.
-	pulledMarker = storageDir + "/imagespec-pulled"
-	certsDir     = "/etc/containers/certs.d"
-	authFileName = "auth.json"
+	// buildDoneMarker, on the shared storage volume, tells the base-store
+	// container the build script is done.
+	buildDoneMarker = storageDir + "/imagespec-build-done"
+	certsDir        = "/etc/containers/certs.d"
+	authFileName    = "auth.json"
 
 	// The Dockerfile variant for bases with a user restores it from this
 	// build argument; see userDockerfile.
@@ -282,7 +282,7 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 			corev1.EnvVar{Name: "IMAGESPEC_BLOB_INFO_CACHE_DIR", Value: blobInfoCacheDir})
 		pullSecrets = append(append([]corev1.LocalObjectReference(nil), pullSecrets...), corev1.LocalObjectReference{Name: job.Spec.PushSecret})
 	case store.produce != "":
-		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_PULLED_MARKER", Value: pulledMarker})
+		env = append(env, corev1.EnvVar{Name: "IMAGESPEC_BUILD_DONE_MARKER", Value: buildDoneMarker})
 	}
 
 	// Both containers run the builder image with one of the ConfigMap's

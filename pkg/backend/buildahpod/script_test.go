@@ -26,6 +26,7 @@ for a in "$@"; do printf '%s\000' "$a"; done >"$STUB_LOG/$n"
 if [ -n "${STUB_CONF:-}" ]; then cat "${CONTAINERS_STORAGE_CONF:-/dev/null}" >>"$STUB_CONF"; fi
 vfs=''
 while [ "${1#--}" != "$1" ]; do vfs=$vfs$2; shift 2; done
+if [ -n "${STUB_MARKED:-}" ] && [ -e "${IMAGESPEC_BUILD_DONE_MARKER:-/nonexistent}" ]; then echo "$1" >>"$STUB_MARKED"; fi
 if [ -n "$vfs" ] && [ "$STUB_FAIL" = vfs ]; then echo 'Error: vfs failed' >&2; exit 125; fi
 if [ "$1" = pull ] && [ "$STUB_FAIL" = pull ]; then echo 'Error: pull failed' >&2; exit 125; fi
 case $1 in
@@ -251,7 +252,7 @@ func TestBaseStoreScript(t *testing.T) {
 			"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_PUSH_AUTHFILE": push,
 			"IMAGESPEC_BASE_STORE_ROOT": root, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "cache"),
 			"IMAGESPEC_BASE_STORE_PUSH": "reg.local:5000/imagespec_cache/team:base-0123", "STUB_FAIL": fail,
-			"IMAGESPEC_PULLED_MARKER": push, // there already: no wait
+			"IMAGESPEC_BUILD_DONE_MARKER": push, // there already: no wait
 		})
 		if run.code != 0 {
 			t.Fatalf("fail=%q: exit %d:\n%s", fail, run.code, run.out)
@@ -349,14 +350,18 @@ func TestScriptUsesBaseStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "conf-seen")
-	marker := filepath.Join(dir, "pulled")
+	marker, marked := filepath.Join(dir, "build-done"), filepath.Join(dir, "marked-during")
 	run := runScript(t, map[string]string{
 		"IMAGESPEC_BASE_IMAGE": "reg.local/base:1", "IMAGESPEC_TARGET_IMAGE": "reg.local/t:1",
 		"IMAGESPEC_BASE_STORE": store, "IMAGESPEC_BLOB_INFO_CACHE_DIR": filepath.Join(dir, "lib", "cache"), "STUB_CONF": conf,
-		"IMAGESPEC_PULLED_MARKER": marker,
+		"IMAGESPEC_BUILD_DONE_MARKER": marker, "STUB_MARKED": marked,
 	})
+	// The base-store container starts when the build is done, not before.
 	if _, err := os.Stat(marker); err != nil {
-		t.Errorf("the build did not mark its pull over: %v", err)
+		t.Errorf("the build did not mark itself done: %v", err)
+	}
+	if during, err := os.ReadFile(marked); err == nil {
+		t.Errorf("marked done while buildah still ran: %q", during)
 	}
 	// The base is in the store already: only the always policy makes the
 	// pull ask the registry (a moved tag, this build's credentials).
