@@ -22,14 +22,14 @@ import (
 // of its pod (baseStoreScript): once the build container is done (or ten
 // minutes into the build), it pulls the base into a store of its own,
 // packs it and pushes it, at the lowest CPU priority; the job does not
-// wait for it. Later builds of that
-// namespace and base mount it by digest as an image volume and list it in
-// storage.conf's additionalimagestores: the kubelet pulls it once per node
-// and keeps it, and buildah's pull of the base then copies no layer. The
-// pull still asks the registry (--policy always), with the build's own
-// credentials: a base tag that moved pulls its new layers as before, and a
-// private base stays private to the specs that may pull it, so the store
-// only ever saves work, never changes what is built or who may build it.
+// wait for it. Later builds of that namespace and base mount it by digest
+// as an image volume and list it in storage.conf's additionalimagestores:
+// the kubelet pulls it once per node and keeps it, and buildah's pull of
+// the base then copies no layer. The pull still asks the registry
+// (--policy always), with the build's own credentials: a base tag that
+// moved pulls its new layers as before, and a private base stays private
+// to the specs that may pull it, so the store only ever saves work, never
+// changes what is built or who may build it.
 //
 // Poisoning: a store is a namespace's own, like the layer cache (the
 // repository is named by the controller and written only by that

@@ -100,14 +100,14 @@ func TestBaseStorePlan(t *testing.T) {
 	}
 	build, storeCtr := maker.Spec.Containers[0], maker.Spec.Containers[len(maker.Spec.Containers)-1]
 	if len(maker.Spec.Containers) != 2 || storeCtr.Name != BaseStoreContainerName ||
-		!slices.Contains(storeCtr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(storeCtr.Env, "IMAGESPEC_BASE_STORE_PUSH") != plan.produce {
+		!slices.Contains(storeCtr.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envOf(&storeCtr, "IMAGESPEC_BASE_STORE_PUSH") != plan.produce {
 		t.Fatalf("making pod: containers %+v", maker.Spec.Containers)
 	}
-	if slices.Contains(build.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envValue(build.Env, "IMAGESPEC_BASE_STORE_PUSH") != "" {
+	if slices.Contains(build.SecurityContext.Capabilities.Add, "DAC_OVERRIDE") || envOf(&build, "IMAGESPEC_BASE_STORE_PUSH") != "" {
 		t.Errorf("the build container: capabilities %v, env %v", build.SecurityContext.Capabilities.Add, build.Env)
 	}
-	if envValue(build.Env, "IMAGESPEC_BUILD_DONE_MARKER") == "" || envValue(build.Env, "IMAGESPEC_BUILD_DONE_MARKER") != envValue(storeCtr.Env, "IMAGESPEC_BUILD_DONE_MARKER") {
-		t.Errorf("the containers share no pull marker: %v / %v", build.Env, storeCtr.Env)
+	if envOf(&build, "IMAGESPEC_BUILD_DONE_MARKER") == "" || envOf(&build, "IMAGESPEC_BUILD_DONE_MARKER") != envOf(&storeCtr, "IMAGESPEC_BUILD_DONE_MARKER") {
+		t.Errorf("the containers share no build-done marker: %v / %v", build.Env, storeCtr.Env)
 	}
 	if maker.Annotations["kubectl.kubernetes.io/default-container"] != ContainerName || podBaseStore(maker) != "" {
 		t.Errorf("making pod: annotations %v, mounts %q", maker.Annotations, podBaseStore(maker))
@@ -154,7 +154,7 @@ func TestBaseStorePlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctr := pod.Spec.Containers[0]
-	if len(pod.Spec.Containers) != 1 || podBaseStore(pod) != store || envValue(ctr.Env, "IMAGESPEC_BASE_STORE") != baseStoreDir ||
+	if len(pod.Spec.Containers) != 1 || podBaseStore(pod) != store || envOf(&ctr, "IMAGESPEC_BASE_STORE") != baseStoreDir ||
 		!slices.Contains(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: second.Spec.PushSecret}) {
 		t.Errorf("mounting pod: %d containers, store %q, env %v, pull secrets %v", len(pod.Spec.Containers), podBaseStore(pod), ctr.Env, pod.Spec.ImagePullSecrets)
 	}
@@ -203,15 +203,6 @@ func TestBaseStorePlan(t *testing.T) {
 	if userns, imageVolumes, err := old.userNamespace(context.Background()); err != nil || !userns || imageVolumes {
 		t.Errorf("one node on kubelet 1.34: user namespace %t, image volumes %t, %v", userns, imageVolumes, err)
 	}
-}
-
-func envValue(env []corev1.EnvVar, name string) string {
-	for _, e := range env {
-		if e.Name == name {
-			return e.Value
-		}
-	}
-	return ""
 }
 
 // A base store the kubelet cannot pull fails the pod's start; the status

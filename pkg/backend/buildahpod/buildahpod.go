@@ -226,7 +226,7 @@ func (b *Backend) Ensure(ctx context.Context, job *v1alpha1.ImageSpecJob) (backe
 		}
 		// Only a container that ran has a log; the pod stays until its job
 		// leaves the history.
-		if ctr := builderStatus(pod); st.Phase.IsFinal() && ctr != nil && ctr.State.Terminated != nil {
+		if _, ctr := podContainer(pod, ContainerName); st.Phase.IsFinal() && ctr != nil && ctr.State.Terminated != nil {
 			st.LogTail = b.logTail(ctx, pod)
 			if pod.DeletionTimestamp == nil {
 				st.Message += fmt.Sprintf("; log: kubectl logs -n %s %s", pod.Namespace, pod.Name)

@@ -65,7 +65,7 @@ var definitivePullErrors = []string{"not found", "unauthorized", "forbidden", "d
 // the caller adds the tail to final states.
 func classify(pod *corev1.Pod) backend.Status {
 	st := backend.Status{PodName: pod.Name, Phase: v1alpha1.JobPending}
-	ctr := builderStatus(pod)
+	_, ctr := podContainer(pod, ContainerName)
 	if ctr != nil && ctr.State.Running != nil {
 		t := ctr.State.Running.StartedAt
 		st.StartTime = &t
@@ -225,15 +225,6 @@ func failed(st backend.Status, reason, msg string) backend.Status {
 	st.Reason = reason
 	st.Message = msg
 	return st
-}
-
-func builderStatus(pod *corev1.Pod) *corev1.ContainerStatus {
-	for i := range pod.Status.ContainerStatuses {
-		if pod.Status.ContainerStatuses[i].Name == ContainerName {
-			return &pod.Status.ContainerStatuses[i]
-		}
-	}
-	return nil
 }
 
 func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {

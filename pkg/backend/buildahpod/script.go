@@ -113,7 +113,6 @@ base_user=${base_user#imagespec-user=}
 echo "imagespec: base image $IMAGESPEC_BASE_IMAGE@$base_digest, user '$base_user'"
 pulled=$(date +%s.%N 2>/dev/null || true)
 
-
 # The user variant restores the base image's user from a build argument, so
 # the user reaches buildah as data, never as Dockerfile text.
 dockerfile=$IMAGESPEC_DOCKERFILE_DIR/Dockerfile
@@ -156,14 +155,13 @@ done_mark
 // baseStoreScript runs in the base-store container of a pod that makes its
 // namespace's base store (see basestore.go), next to the build and sharing
 // its storage volume: once the build script is done, it pulls the base into
-// a store of its own, packs that
-// store and the blob info cache into a one-layer image, and pushes it to
-// IMAGESPEC_BASE_STORE_PUSH through a vfs store, so the layer's whiteout
-// devices stay files. The layer goes out zstd-compressed: a push to a
-// registry compresses anyway (buildah's --disable-compression leaves that
-// to the destination, which asks for gzip), and every node that mounts the
-// store unpacks it, where zstd decompresses several times faster. Its work runs at the lowest CPU
-// priority, and it always exits 0: the build never waits for it or fails
+// a store of its own, packs that store and the blob info cache into a
+// one-layer image, and pushes it to IMAGESPEC_BASE_STORE_PUSH through a vfs
+// store, so the layer's whiteout devices stay files. The layer goes out
+// zstd-compressed: a push to a registry compresses anyway (buildah's
+// --disable-compression leaves that to the destination, which asks for
+// gzip), and zstd is smaller and cheaper to make. Its work runs at the
+// lowest CPU priority, and it always exits 0: the build never waits for it or fails
 // by it. The termination message holds "baseStore=" with the pushed digest
 // reference, or "error=" with why there is none. Every value comes from
 // the environment and is only expanded inside double quotes.
