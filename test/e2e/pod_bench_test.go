@@ -45,42 +45,39 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	cPod, _ := p.StartPodController(b, nsPod, ControllerConfig{}, nil)
 	podNS, _ := p.BuildPod(nsPod, "any")
 	seen := watchPodTimes(b, p, podNS)
-	warmUp := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
-		Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-backends-warm")}}}
-	for _, c := range []struct {
-		c  *Controller
-		ns string
-	}{{cIn, nsIn}, {cPod, nsPod}} {
-		createSpec(b, c.c, c.ns, "warm-up", warmUp)
-		if job := waitFinal(b, c.c, c.ns, "warm-up", ""); job.Status.Phase != v1alpha1.JobSucceeded {
-			b.Fatalf("warm-up build %s/%s: %s %s", c.ns, job.Name, job.Status.Phase, job.Status.Message)
+	// warmUp builds one untimed spec on each backend; it returns the pod
+	// backend's job and its time from the spec write to the job final.
+	warmUp := func(name string) (podJob *v1alpha1.ImageSpecJob, podTime time.Duration) {
+		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
+			Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-backends-"+name)}}}
+		for _, c := range []struct {
+			c  *Controller
+			ns string
+		}{{cIn, nsIn}, {cPod, nsPod}} {
+			start := time.Now()
+			createSpec(b, c.c, c.ns, name, spec)
+			job := waitFinal(b, c.c, c.ns, name, "")
+			if job.Status.Phase != v1alpha1.JobSucceeded {
+				b.Fatalf("warm-up build %s/%s: %s %s", c.ns, job.Name, job.Status.Phase, job.Status.Message)
+			}
+			if c.c == cPod {
+				podJob, podTime = job, time.Since(start)
+			}
 		}
+		return podJob, podTime
 	}
 	// The warm-up pod makes the namespace's base store after its job ended.
+	warm, _ := warmUp("warm-up")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	podContainersDone(ctx, b, p, nsPod, getSpec(b, cPod, nsPod, "warm-up").Status.JobName)
+	podContainersDone(ctx, b, p, nsPod, warm.Name)
 	// The first pod to mount that store has the node pull its image (once
 	// per node and store): also untimed, and reported on its own, so the
 	// timed builds run on a warm node as well as a warm cache.
-	var firstMount, firstMountStart time.Duration
-	for _, c := range []struct {
-		c  *Controller
-		ns string
-	}{{cIn, nsIn}, {cPod, nsPod}} {
-		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
-			Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-backends-warm-node")}}}
-		start := time.Now()
-		createSpec(b, c.c, c.ns, "warm-up-node", spec)
-		if job := waitFinal(b, c.c, c.ns, "warm-up-node", ""); job.Status.Phase != v1alpha1.JobSucceeded {
-			b.Fatalf("warm-up build %s/%s: %s %s", c.ns, job.Name, job.Status.Phase, job.Status.Message)
-		} else if c.c == cPod {
-			firstMount = time.Since(start)
-			pod, script := finishedBuildPod(b, p, nsPod, job.Name)
-			created, _, _ := seen.get(pod.Name)
-			firstMountStart = script.started.Sub(created)
-		}
-	}
+	firstJob, firstMount := warmUp("warm-up-node")
+	firstPod, firstScript := finishedBuildPod(b, p, nsPod, firstJob.Name)
+	firstCreated, _, _ := seen.get(firstPod.Name)
+	firstMountStart := firstScript.started.Sub(firstCreated)
 
 	var inproc, viaPod, toPod, toScript, pull, build, push, toReport, reportToFinal, phaseLag time.Duration
 	b.ResetTimer()
