@@ -17,13 +17,14 @@ import (
 // The base store, on the real node and registry: the first build of the
 // base in a namespace pulls the base's layers, and its pod's base-store
 // container pushes the namespace's store (a digest in its cache
-// repository); the next build of that
-// namespace mounts the store and fetches no base layer from the registry
-// during its pull stage (the registry's access log over the stage's own
-// start and end times; the first build's pull, seen the same way, fetched
-// them), and builds an image on the very same base layers. Another
-// namespace never mounts it: it makes a store of its own, in its own
-// repository.
+// repository); the maker's node then pulls the store in a short pod of
+// its own, deleted when done. The next build of that namespace mounts the
+// store, its node fetches none of the store again, and its pull stage
+// fetches no base layer from the registry (the registry's access log over
+// the stage's own start and end times; the first build's pull, seen the
+// same way, fetched them); it builds an image on the very same base
+// layers. Another namespace never mounts it: it makes a store of its own,
+// in its own repository.
 func testPodBaseStore(t *testing.T, p *PodEnv) {
 	env := SharedEnv(t)
 	baseLayers := env.Inspect(t, env.Registry, env.BaseImage).Layers
@@ -95,7 +96,39 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 		t.Errorf("the first build's pull fetched none of the base layers %v: the check below could not fail", baseLayers)
 	}
 
+	// The maker's node pulls the store at once, in a pod of its own that
+	// is deleted when done; the next build on the node pulls nothing of
+	// it. The node's pulls are containerd's requests for the store's layers.
+	storeLayers := env.Inspect(t, env.Registry, store).Layers
+	nodePulls := func(from, to time.Time) (pulls []string, agents map[string]bool) {
+		agents = map[string]bool{}
+		for _, r := range env.Registry.Requests() {
+			if r.Method != "GET" || r.Time.Before(from) || r.Time.After(to) {
+				continue
+			}
+			for _, l := range storeLayers {
+				if strings.HasSuffix(r.Path, "/blobs/"+l) {
+					agents[r.UserAgent] = true
+					if strings.Contains(r.UserAgent, "containerd") {
+						pulls = append(pulls, l)
+					}
+				}
+			}
+		}
+		return pulls, agents
+	}
+	warmNode := waitStoreWarmPod(t, p, ns)
+	if warmNode != pod.Spec.NodeName {
+		t.Errorf("the warm pod ran on node %q, the maker on %q", warmNode, pod.Spec.NodeName)
+	}
+	if pulls, agents := nodePulls(times.started, time.Now()); len(pulls) == 0 {
+		t.Errorf("the node did not pull the base store's layers %v after the maker (clients that fetched them: %v)", storeLayers, agents)
+	}
+	secondStart := time.Now()
 	second, pod, again, times := build(c, ns, "store-second", pipSpec("e2e-extra"))
+	if pulls, _ := nodePulls(secondStart, time.Now()); len(pulls) > 0 {
+		t.Errorf("the node pulled the base store's layers %v again for the second build", pulls)
+	}
 	if mounted(pod) != store || again != "" {
 		t.Fatalf("second build: mounted %q, want %q; reported %q, want none", mounted(pod), store, again)
 	}
@@ -147,4 +180,30 @@ func podContainersDone(ctx context.Context, tb testing.TB, p *PodEnv, ns, job st
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// waitStoreWarmPod waits for the pod that has a node pull namespace ns's
+// new base store to appear and then to be deleted, and returns its node.
+func waitStoreWarmPod(t testing.TB, p *PodEnv, ns string) string {
+	t.Helper()
+	podNS := p.BuildNamespace
+	selector := buildahpod.StoreWarmLabel + "," + buildahpod.JobNamespaceLabel + "=" + ns
+	node := ""
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		pods, err := p.Kube.CoreV1().Pods(podNS).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case len(pods.Items) > 0:
+			node = pods.Items[0].Spec.NodeName
+		case node != "":
+			return node
+		}
+	}
+	if node == "" {
+		t.Fatalf("no base store warm pod (%s) in %s", selector, podNS)
+	}
+	t.Fatalf("the base store warm pod on node %s was not deleted", node)
+	return ""
 }

@@ -61,7 +61,8 @@ func testPodRestartKeepsThePod(t *testing.T, p *PodEnv) {
 	if done.Name != job.Name {
 		t.Errorf("the restart made job %s; want %s finished", done.Name, job.Name)
 	}
-	pods, err := p.Kube.CoreV1().Pods(podNS).List(ctx, metav1.ListOptions{LabelSelector: controller.ManagedSelector() + "," + buildahpod.JobNamespaceLabel + "=" + ns})
+	pods, err := p.Kube.CoreV1().Pods(podNS).List(ctx, metav1.ListOptions{
+		LabelSelector: controller.ManagedSelector() + "," + buildahpod.JobNamespaceLabel + "=" + ns + ",!" + buildahpod.StoreWarmLabel})
 	if err != nil {
 		t.Fatal(err)
 	}

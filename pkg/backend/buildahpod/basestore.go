@@ -122,6 +122,9 @@ func (b *Backend) learnBaseStore(pod *corev1.Pod) {
 	case b.baseStores[key] != t.baseStore:
 		b.baseStores[key] = t.baseStore
 		b.logf("Base store of %s for namespace %s: %s", key.base, key.namespace, t.baseStore)
+		if warm := b.storeWarmPod(pod, t.baseStore); warm != nil {
+			b.queueWarm(warmTask{pod: warm, create: true})
+		}
 	}
 }
 

@@ -59,6 +59,9 @@ type Backend struct {
 	baseStores   map[baseStoreKey]string
 	storesMaking map[baseStoreKey]time.Time
 	storesSeen   map[types.UID]bool
+	// warmTasks feeds the worker that creates and deletes the pods that
+	// have a node pull a base store (see nodewarm.go).
+	warmTasks chan warmTask
 }
 
 // New prepares the backend. managed must be the informer factory restricted
@@ -80,6 +83,7 @@ func New(opts Options, kube kubernetes.Interface, managed informers.SharedInform
 		baseStores:   map[baseStoreKey]string{},
 		storesMaking: map[baseStoreKey]time.Time{},
 		storesSeen:   map[types.UID]bool{},
+		warmTasks:    make(chan warmTask, 64),
 	}
 	if opts.BuildNamespace != "" {
 		// The controller's factory may watch one tenant namespace only.
@@ -133,12 +137,17 @@ func (b *Backend) Run(ctx context.Context, notify backend.Notify) error {
 	if !cache.WaitForCacheSync(ctx.Done(), b.podInformer.HasSynced, b.cmInformer.HasSynced) {
 		return errors.New("buildahpod: waiting for the pod and ConfigMap caches to sync")
 	}
+	go b.warmNodes(ctx)
 	return nil
 }
 
 func (b *Backend) podChanged(obj interface{}) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
+		return
+	}
+	if pod.Labels[StoreWarmLabel] != "" {
+		b.warmPodChanged(pod)
 		return
 	}
 	b.learnBaseStore(pod)

@@ -98,7 +98,9 @@
 // following builds mount it read-only by digest as an image volume
 // (additionalimagestores): the node pulls it once, the pod copies no base
 // layer (see basestore.go). That container, which runs no build step, gets
-// DAC_OVERRIDE to read the whole store. Only with a build namespace and
+// DAC_OVERRIDE to read the whole store. Once it reports the store, a short
+// unprivileged pod on its node mounts the store, so that node pulls it
+// before its next build needs it (see nodewarm.go). Only with a build namespace and
 // user-namespaced pods in auto mode, on nodes with kubelet >= 1.35 and
 // containerd >= 2.2.9, overlay and no Cache.
 //
