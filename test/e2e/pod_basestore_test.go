@@ -184,26 +184,38 @@ func podContainersDone(ctx context.Context, tb testing.TB, p *PodEnv, ns, job st
 
 // waitStoreWarmPod waits for the pod that has a node pull namespace ns's
 // new base store to appear and then to be deleted, and returns its node.
+// It logs the pod's course: created, started running and ended (the
+// kubelet's times), and gone (as seen here).
 func waitStoreWarmPod(t testing.TB, p *PodEnv, ns string) string {
 	t.Helper()
-	podNS := p.BuildNamespace
 	selector := buildahpod.StoreWarmLabel + "," + buildahpod.JobNamespaceLabel + "=" + ns
-	node := ""
+	waitFrom := time.Now()
+	var last *corev1.Pod
 	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		pods, err := p.Kube.CoreV1().Pods(podNS).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+		pods, err := p.Kube.CoreV1().Pods(p.BuildNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			t.Fatal(err)
 		}
 		switch {
 		case len(pods.Items) > 0:
-			node = pods.Items[0].Spec.NodeName
-		case node != "":
-			return node
+			last = &pods.Items[0]
+		case last != nil:
+			var started, ended time.Time
+			for _, cs := range last.Status.ContainerStatuses {
+				if term := cs.State.Terminated; term != nil {
+					started, ended = term.StartedAt.Time, term.FinishedAt.Time
+				}
+			}
+			// The API's times have whole seconds.
+			t.Logf("base store warm pod %s on node %s: waited from %s; created %s, container ran %s-%s, gone by %s",
+				last.Name, last.Spec.NodeName, waitFrom.Format("15:04:05.000"), last.CreationTimestamp.Format("15:04:05"),
+				started.Format("15:04:05"), ended.Format("15:04:05"), time.Now().Format("15:04:05.000"))
+			return last.Spec.NodeName
 		}
 	}
-	if node == "" {
-		t.Fatalf("no base store warm pod (%s) in %s", selector, podNS)
+	if last == nil {
+		t.Fatalf("no base store warm pod (%s) in %s", selector, p.BuildNamespace)
 	}
-	t.Fatalf("the base store warm pod on node %s was not deleted", node)
+	t.Fatalf("the base store warm pod %s on node %s was not deleted", last.Name, last.Spec.NodeName)
 	return ""
 }
