@@ -122,7 +122,10 @@ func (b *Backend) learnBaseStore(pod *corev1.Pod) {
 	case b.baseStores[key] != t.baseStore:
 		b.baseStores[key] = t.baseStore
 		b.logf("Base store of %s for namespace %s: %s", key.base, key.namespace, t.baseStore)
-		if warm := b.storeWarmPod(pod, t.baseStore); warm != nil {
+		// Not for the history's makers a restarted controller reads
+		// again: their nodes have had their chance, and a burst of warm
+		// pods at every restart would cost more than it saves.
+		if warm := b.storeWarmPod(pod, t.baseStore); warm != nil && time.Since(st.State.Terminated.FinishedAt.Time) < storeWarmWindow {
 			b.queueWarm(warmTask{pod: warm, create: true})
 		}
 	}

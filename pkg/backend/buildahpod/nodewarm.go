@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +31,10 @@ const StoreWarmLabel = "primehub.io/base-store-warm"
 // storeWarmDeadline bounds a warm pod that cannot pull the store.
 const storeWarmDeadline = 10 * 60
 
+// storeWarmWindow is how recently a maker must have ended for its node to
+// be warmed.
+const storeWarmWindow = 5 * time.Minute
+
 // storeWarmPod is the pod that has maker's node pull the base store it
 // made (store, a digest reference), or nil when the maker ran on no node.
 func (b *Backend) storeWarmPod(maker *corev1.Pod, store string) *corev1.Pod {
@@ -45,6 +50,10 @@ func (b *Backend) storeWarmPod(maker *corev1.Pod, store string) *corev1.Pod {
 		if v.Name == "push-auth" && v.Secret != nil {
 			pullSecrets = append(pullSecrets, corev1.LocalObjectReference{Name: v.Secret.SecretName})
 		}
+	}
+	var hostUsers *bool
+	if maker.Spec.HostUsers != nil {
+		hostUsers = ptr.To(*maker.Spec.HostUsers)
 	}
 	small := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}
 	return &corev1.Pod{
@@ -70,7 +79,7 @@ func (b *Backend) storeWarmPod(maker *corev1.Pod, store string) *corev1.Pod {
 			// The maker's node, not the scheduler's pick: that node is the
 			// one a store-less build just ran on.
 			NodeName:         maker.Spec.NodeName,
-			HostUsers:        maker.Spec.HostUsers,
+			HostUsers:        hostUsers,
 			ImagePullSecrets: pullSecrets,
 			Containers: []corev1.Container{{
 				Name: "warm",

@@ -20,7 +20,8 @@ import (
 // maker's node mounts the store (pulled with the push Secret, in the
 // maker's user namespace mode) and runs nothing, with no privilege; the
 // worker creates it once, and deletes it when it has ended. A maker on no
-// node warms nothing.
+// node, and one that ended long ago (read again after a restart), warm
+// nothing.
 func TestStoreWarmPod(t *testing.T) {
 	opts := Options{BuildNamespace: "builds"}
 	if err := opts.setDefaults(); err != nil {
@@ -37,7 +38,9 @@ func TestStoreWarmPod(t *testing.T) {
 	}
 	store := "registry.example.com/imagespec_cache/team@sha256:" + strings.Repeat("ab", 32)
 
-	b.learnBaseStore(storeReported(maker, "baseStore="+store+"\n"))
+	onNoNode := storeReported(maker, "baseStore="+store+"\n")
+	onNoNode.Status.ContainerStatuses[1].State.Terminated.FinishedAt = metav1.Now()
+	b.learnBaseStore(onNoNode)
 	if len(b.warmTasks) != 0 {
 		t.Fatalf("a maker on no node queued %d warm tasks", len(b.warmTasks))
 	}
@@ -45,7 +48,17 @@ func TestStoreWarmPod(t *testing.T) {
 
 	maker.Spec.NodeName = "node-a"
 	reported := storeReported(maker, "baseStore="+store+"\n")
+	reported.UID = "maker-on-node-a-long-ago"
+	reported.Status.ContainerStatuses[1].State.Terminated.FinishedAt = metav1.NewTime(time.Now().Add(-time.Hour))
+	b.learnBaseStore(reported)
+	if len(b.warmTasks) != 0 || b.baseStores[b.baseStoreKey(job, true)] != store {
+		t.Fatalf("a maker that ended an hour ago: %d warm tasks queued, store %q learned", len(b.warmTasks), b.baseStores[b.baseStoreKey(job, true)])
+	}
+	delete(b.baseStores, b.baseStoreKey(job, true))
+
+	reported = storeReported(maker, "baseStore="+store+"\n")
 	reported.UID = "maker-on-node-a"
+	reported.Status.ContainerStatuses[1].State.Terminated.FinishedAt = metav1.Now()
 	b.learnBaseStore(reported)
 	b.learnBaseStore(reported)
 	if len(b.warmTasks) != 1 {
