@@ -125,8 +125,10 @@ func (b *Backend) learnBaseStore(pod *corev1.Pod) {
 		// Not for the history's makers a restarted controller reads
 		// again: their nodes have had their chance, and a burst of warm
 		// pods at every restart would cost more than it saves.
-		if warm := b.storeWarmPod(pod, t.baseStore); warm != nil && time.Since(st.State.Terminated.FinishedAt.Time) < storeWarmWindow {
-			b.queueWarm(warmTask{pod: warm, create: true})
+		if time.Since(st.State.Terminated.FinishedAt.Time) < storeWarmWindow {
+			if warm := b.storeWarmPod(pod, t.baseStore); warm != nil {
+				b.queueWarm(warmTask{pod: warm, create: true})
+			}
 		}
 	}
 }

@@ -51,6 +51,20 @@ func storeJob(name, namespace string) *v1alpha1.ImageSpecJob {
 	return job
 }
 
+// storeBackend is a backend with opts (builds in "builds" unless they
+// say) on a fake API server holding nodes, ready for base stores.
+func storeBackend(t *testing.T, opts Options, nodes ...runtime.Object) *Backend {
+	t.Helper()
+	if opts.BuildNamespace == "" {
+		opts.BuildNamespace = "builds"
+	}
+	if err := opts.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	return &Backend{opts: opts, kube: fake.NewClientset(nodes...), baseStores: map[baseStoreKey]string{},
+		storesMaking: map[baseStoreKey]time.Time{}, storesSeen: map[types.UID]bool{}, warmTasks: make(chan warmTask, 4)}
+}
+
 // storeReported is pod after its base-store container ended with msg.
 func storeReported(pod *corev1.Pod, msg string) *corev1.Pod {
 	pod = pod.DeepCopy()
@@ -71,17 +85,7 @@ func storeReported(pod *corev1.Pod, msg string) *corev1.Pod {
 // or the namespace's cache repository is ignored; a maker that failed lets
 // the next build try; a store a pod could not mount is forgotten.
 func TestBaseStorePlan(t *testing.T) {
-	newBackend := func(opts Options, nodes ...runtime.Object) *Backend {
-		if opts.BuildNamespace == "" {
-			opts.BuildNamespace = "builds"
-		}
-		if err := opts.setDefaults(); err != nil {
-			t.Fatal(err)
-		}
-		return &Backend{opts: opts, kube: fake.NewClientset(nodes...), baseStores: map[baseStoreKey]string{},
-			storesMaking: map[baseStoreKey]time.Time{}, storesSeen: map[types.UID]bool{}}
-	}
-	b := newBackend(Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"))
+	b := storeBackend(t, Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"))
 	userns, imageVolumes, err := b.userNamespace(context.Background())
 	if err != nil || !userns || !imageVolumes {
 		t.Fatalf("survey: user namespace %t, image volumes %t, %v", userns, imageVolumes, err)
@@ -174,11 +178,11 @@ func TestBaseStorePlan(t *testing.T) {
 		"another base":      b.baseStorePlan(otherBase, true, true),
 		"host users":        b.baseStorePlan(second, false, true),
 		"no image volumes":  b.baseStorePlan(second, true, false),
-		"off":               newBackend(Options{NoBaseStore: true}).baseStorePlan(second, true, true),
-		"vfs":               newBackend(Options{StorageDriver: "vfs"}).baseStorePlan(second, true, true),
-		"no registry cache": newBackend(Options{NoRegistryCache: true}).baseStorePlan(second, true, true),
-		"a PVC store":       newBackend(Options{Cache: &CacheVolume{PVC: "c"}}).baseStorePlan(second, true, true),
-		"after a restart":   newBackend(Options{}).baseStorePlan(second, true, true),
+		"off":               storeBackend(t, Options{NoBaseStore: true}).baseStorePlan(second, true, true),
+		"vfs":               storeBackend(t, Options{StorageDriver: "vfs"}).baseStorePlan(second, true, true),
+		"no registry cache": storeBackend(t, Options{NoRegistryCache: true}).baseStorePlan(second, true, true),
+		"a PVC store":       storeBackend(t, Options{Cache: &CacheVolume{PVC: "c"}}).baseStorePlan(second, true, true),
+		"after a restart":   storeBackend(t, Options{}).baseStorePlan(second, true, true),
 	} {
 		if p.mount != "" {
 			t.Errorf("%s: mounts %q", what, p.mount)
@@ -199,7 +203,7 @@ func TestBaseStorePlan(t *testing.T) {
 	}
 
 	// Nodes without image volume support for user-namespaced pods.
-	old := newBackend(Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"), versionedNode("b", "v1.34.1", "containerd://2.4.2"))
+	old := storeBackend(t, Options{}, versionedNode("a", "v1.37.2", "containerd://2.4.2"), versionedNode("b", "v1.34.1", "containerd://2.4.2"))
 	if userns, imageVolumes, err := old.userNamespace(context.Background()); err != nil || !userns || imageVolumes {
 		t.Errorf("one node on kubelet 1.34: user namespace %t, image volumes %t, %v", userns, imageVolumes, err)
 	}

@@ -47,7 +47,7 @@ func (b *Backend) storeWarmPod(maker *corev1.Pod, store string) *corev1.Pod {
 	// for the builds that mount it.
 	pullSecrets := append([]corev1.LocalObjectReference(nil), o.Pod.ImagePullSecrets...)
 	for _, v := range maker.Spec.Volumes {
-		if v.Name == "push-auth" && v.Secret != nil {
+		if v.Name == pushAuthVolume && v.Secret != nil {
 			pullSecrets = append(pullSecrets, corev1.LocalObjectReference{Name: v.Secret.SecretName})
 		}
 	}

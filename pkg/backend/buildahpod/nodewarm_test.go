@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/imagespec/imagespec-controller/pkg/names"
 )
@@ -23,13 +21,8 @@ import (
 // node, and one that ended long ago (read again after a restart), warm
 // nothing.
 func TestStoreWarmPod(t *testing.T) {
-	opts := Options{BuildNamespace: "builds"}
-	if err := opts.setDefaults(); err != nil {
-		t.Fatal(err)
-	}
-	kube := fake.NewClientset(versionedNode("node-a", "v1.37.2", "containerd://2.4.2"))
-	b := &Backend{opts: opts, kube: kube, baseStores: map[baseStoreKey]string{},
-		storesMaking: map[baseStoreKey]time.Time{}, storesSeen: map[types.UID]bool{}, warmTasks: make(chan warmTask, 4)}
+	b := storeBackend(t, Options{}, versionedNode("node-a", "v1.37.2", "containerd://2.4.2"))
+	kube := b.kube
 	job := storeJob("one-abc123", "team")
 	plan := b.baseStorePlan(job, true, true)
 	maker, err := b.pod(job, true, plan)

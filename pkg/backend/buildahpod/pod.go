@@ -54,6 +54,8 @@ const (
 	buildDoneMarker = storageDir + "/imagespec-build-done"
 	certsDir        = "/etc/containers/certs.d"
 	authFileName    = "auth.json"
+	// pushAuthVolume holds the push Secret in a build pod.
+	pushAuthVolume = "push-auth"
 
 	// The Dockerfile variant for bases with a user restores it from this
 	// build argument; see userDockerfile.
@@ -251,7 +253,7 @@ func (b *Backend) pod(job *v1alpha1.ImageSpecJob, userns bool, store baseStorePl
 		env = append(env, corev1.EnvVar{Name: envName, Value: dir + "/" + authFileName})
 	}
 	if job.Spec.PushSecret != "" {
-		secretVolume("push-auth", job.Spec.PushSecret, pushAuthDir, "IMAGESPEC_PUSH_AUTHFILE")
+		secretVolume(pushAuthVolume, job.Spec.PushSecret, pushAuthDir, "IMAGESPEC_PUSH_AUTHFILE")
 	}
 	if pull := b.pullSecretName(job); pull != "" {
 		secretVolume("pull-auth", pull, pullAuthDir, "IMAGESPEC_PULL_AUTHFILE")
