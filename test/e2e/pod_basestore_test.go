@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/imagespec/imagespec-controller/pkg/apis/primehub/v1alpha1"
 	"github.com/imagespec/imagespec-controller/pkg/backend/buildahpod"
+	"github.com/imagespec/imagespec-controller/test/framework/registry"
 )
 
 // The base store, on the real node and registry: the first build of the
@@ -59,19 +61,25 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 		}
 		return job, pod, store, times
 	}
-	// Base layer blobs the registry sent during a pull stage.
-	baseFetches := func(times scriptTimes) []string {
-		var got []string
-		from, to := times.started.Add(-500*time.Millisecond), times.pulled.Add(500*time.Millisecond)
+	// blobGets are the registry's GETs of any of layers' blobs between
+	// from and to.
+	blobGets := func(layers []string, from, to time.Time) (got []registry.Request) {
 		for _, r := range env.Registry.Requests() {
-			if r.Method != "GET" || r.Time.Before(from) || r.Time.After(to) || !strings.Contains(r.Path, "/blobs/") {
+			if r.Method != "GET" || r.Time.Before(from) || r.Time.After(to) {
 				continue
 			}
-			for _, l := range baseLayers {
+			for _, l := range layers {
 				if strings.HasSuffix(r.Path, "/blobs/"+l) {
-					got = append(got, l)
+					got = append(got, r)
 				}
 			}
+		}
+		return got
+	}
+	// Base layer blobs the registry sent during a pull stage.
+	baseFetches := func(times scriptTimes) (got []string) {
+		for _, r := range blobGets(baseLayers, times.started.Add(-500*time.Millisecond), times.pulled.Add(500*time.Millisecond)) {
+			got = append(got, path.Base(r.Path))
 		}
 		return got
 	}
@@ -102,17 +110,10 @@ func testPodBaseStore(t *testing.T, p *PodEnv) {
 	storeLayers := env.Inspect(t, env.Registry, store).Layers
 	nodePulls := func(from, to time.Time) (pulls []string, agents map[string]bool) {
 		agents = map[string]bool{}
-		for _, r := range env.Registry.Requests() {
-			if r.Method != "GET" || r.Time.Before(from) || r.Time.After(to) {
-				continue
-			}
-			for _, l := range storeLayers {
-				if strings.HasSuffix(r.Path, "/blobs/"+l) {
-					agents[r.UserAgent] = true
-					if strings.Contains(r.UserAgent, "containerd") {
-						pulls = append(pulls, l)
-					}
-				}
+		for _, r := range blobGets(storeLayers, from, to) {
+			agents[r.UserAgent] = true
+			if strings.Contains(r.UserAgent, "containerd") {
+				pulls = append(pulls, path.Base(r.Path))
 			}
 		}
 		return pulls, agents
@@ -180,6 +181,19 @@ func podContainersDone(ctx context.Context, tb testing.TB, p *PodEnv, ns, job st
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// waitStoreMade waits for the pod of job in ns to have made the
+// namespace's base store, and then for the node's warm pod; it returns how
+// long the warm pod took after the maker ended.
+func waitStoreMade(tb testing.TB, p *PodEnv, ns, job string) time.Duration {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	podContainersDone(ctx, tb, p, ns, job)
+	made := time.Now()
+	waitStoreWarmPod(tb, p, ns)
+	return time.Since(made)
 }
 
 // waitStoreWarmPod waits for the pod that has a node pull namespace ns's

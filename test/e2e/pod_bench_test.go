@@ -23,8 +23,8 @@ import (
 // on the shared base, after one untimed build per backend: the inprocess
 // store keeps the base image between builds, and the pod backend's first
 // build in the namespace made its base store, which later pods mount (see
-// BackendsCold for builds without either); a second untimed build per
-// backend has the node pull the store's image, which it does once per
+// BackendsCold for builds without either), which the node pulled in a warm
+// pod; a second untimed build per backend is the node's first on that
 // store (reported on its own). Scheduling, starting the builder
 // container and the kubelet's status report are the pod backend's
 // overhead. The pod build is split with
@@ -68,18 +68,16 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	}
 	// The warm-up pod makes the namespace's base store after its job ended.
 	warm, _ := warmUp("warm-up")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	podContainersDone(ctx, b, p, nsPod, warm.Name)
 	// Then the node pulls the store in a warm pod. The first build to
 	// mount the store: also untimed, and reported on its own.
-	waitStoreWarmPod(b, p, nsPod)
+	waitStoreMade(b, p, nsPod, warm.Name)
 	firstJob, firstMount := warmUp("warm-up-node")
 	firstPod, firstScript := finishedBuildPod(b, p, nsPod, firstJob.Name)
 	firstCreated, _, _ := seen.get(firstPod.Name)
 	firstMountStart := firstScript.started.Sub(firstCreated)
 
-	var inproc, viaPod, toPod, toScript, pull, build, push, toReport, reportToFinal, phaseLag time.Duration
+	var inproc, viaPod, phaseLag time.Duration
+	var split podBuildSplit
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		spec := v1alpha1.ImageSpecSpec{BaseImage: env.BaseImage,
@@ -99,23 +97,15 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 			viaPod += end.Sub(start)
 			b.StopTimer()
 			defer b.StartTimer()
-			pod, script := finishedBuildPod(b, p, nsPod, job.Name)
-			podName := pod.Name
-			created, terminated, final := seen.get(podName)
+			podName := split.add(b, p, seen, nsPod, job.Name, start, end)
+			_, terminated, final := seen.get(podName)
 			// The job may end before the pod's phase does.
 			for wait := time.Now(); final.IsZero() && time.Since(wait) < 10*time.Second; time.Sleep(20 * time.Millisecond) {
-				created, terminated, final = seen.get(podName)
+				_, terminated, final = seen.get(podName)
 			}
-			if created.IsZero() || terminated.IsZero() || final.IsZero() {
-				b.Fatalf("pod %s: created seen %v, terminated seen %v, final seen %v", podName, created, terminated, final)
+			if final.IsZero() {
+				b.Fatalf("pod %s: final not seen", podName)
 			}
-			toPod += created.Sub(start)
-			toScript += script.started.Sub(created)
-			pull += script.pulled.Sub(script.started)
-			build += script.built.Sub(script.pulled)
-			push += script.finished.Sub(script.built)
-			toReport += terminated.Sub(script.finished)
-			reportToFinal += end.Sub(terminated)
 			phaseLag += final.Sub(terminated)
 		}
 		inTurn(i, runInproc, runPod)
@@ -125,20 +115,20 @@ func BenchmarkBackendsEndToEnd(b *testing.B) {
 	b.ReportMetric(inproc.Seconds()/n, "inprocess-s/op")
 	b.ReportMetric(viaPod.Seconds()/n, "buildahpod-s/op")
 	b.ReportMetric((viaPod-inproc).Seconds()/n, "pod-overhead-s/op")
-	b.ReportMetric(toPod.Seconds()/n, "pod-spec-to-pod-created-s/op")
-	b.ReportMetric(toScript.Seconds()/n, "pod-created-to-script-start-s/op")
-	b.ReportMetric((pull+build+push).Seconds()/n, "pod-script-s/op")
-	b.ReportMetric(pull.Seconds()/n, "pod-script-pull-s/op")
-	b.ReportMetric(build.Seconds()/n, "pod-script-build-s/op")
-	b.ReportMetric(push.Seconds()/n, "pod-script-push-s/op")
-	b.ReportMetric(toReport.Seconds()/n, "pod-script-end-to-kubelet-report-s/op")
-	b.ReportMetric(reportToFinal.Seconds()/n, "pod-report-to-job-final-s/op")
+	b.ReportMetric(split.toPod.Seconds()/n, "pod-spec-to-pod-created-s/op")
+	b.ReportMetric(split.toScript.Seconds()/n, "pod-created-to-script-start-s/op")
+	b.ReportMetric(split.script().Seconds()/n, "pod-script-s/op")
+	b.ReportMetric(split.pull.Seconds()/n, "pod-script-pull-s/op")
+	b.ReportMetric(split.build.Seconds()/n, "pod-script-build-s/op")
+	b.ReportMetric(split.push.Seconds()/n, "pod-script-push-s/op")
+	b.ReportMetric(split.toReport.Seconds()/n, "pod-script-end-to-kubelet-report-s/op")
+	b.ReportMetric(split.reportToFinal.Seconds()/n, "pod-report-to-job-final-s/op")
 	b.ReportMetric(phaseLag.Seconds()/n, "pod-terminated-to-pod-final-s/op")
 	b.ReportMetric(firstMount.Seconds(), "pod-first-store-mount-on-node-s")
 	b.ReportMetric(firstMountStart.Seconds(), "pod-first-store-mount-created-to-script-start-s")
 	b.Logf("%d builds each: inprocess %.2fs/op, buildahpod %.2fs/op (spec -> pod created %.2fs, pod created -> script start %.2fs, script %.2fs [pull %.2fs, build %.2fs, push %.2fs], script end -> kubelet report %.2fs, report -> job final %.2fs; container terminated -> pod final %.2fs)",
-		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, toPod.Seconds()/n, toScript.Seconds()/n, (pull+build+push).Seconds()/n,
-		pull.Seconds()/n, build.Seconds()/n, push.Seconds()/n, toReport.Seconds()/n, reportToFinal.Seconds()/n, phaseLag.Seconds()/n)
+		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, split.toPod.Seconds()/n, split.toScript.Seconds()/n, split.script().Seconds()/n,
+		split.pull.Seconds()/n, split.build.Seconds()/n, split.push.Seconds()/n, split.toReport.Seconds()/n, split.reportToFinal.Seconds()/n, phaseLag.Seconds()/n)
 	b.Logf("untimed: the node's first build on the base store, after the warm pod %.2fs (pod created -> script start %.2fs)",
 		firstMount.Seconds(), firstMountStart.Seconds())
 }
@@ -162,14 +152,12 @@ func BenchmarkBackendsCold(b *testing.B) {
 		Packages: v1alpha1.Packages{Pip: []string{addBenchPackage(b, env, "bench-cold-warm")}}})
 	warmJob := waitFinal(b, cWarm, nsWarm, "warm-up", "")
 	requirePodPhase(b, warmJob, v1alpha1.JobSucceeded, v1alpha1.ReasonSucceeded)
-	storeCtx, cancelStore := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancelStore()
-	podContainersDone(storeCtx, b, p, nsWarm, warmJob.Name)
-	waitStoreWarmPod(b, p, nsWarm)
+	waitStoreMade(b, p, nsWarm, warmJob.Name)
 	podNS, _ := p.BuildPod(nsWarm, "any")
 	seen := watchPodTimes(b, p, podNS)
 
-	var inproc, viaPod, podScript, podPull, toPod, toScript, toReport, reportToFinal time.Duration
+	var inproc, viaPod time.Duration
+	var split podBuildSplit
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -204,23 +192,10 @@ func BenchmarkBackendsCold(b *testing.B) {
 			viaPod += end.Sub(start)
 			b.StopTimer()
 			defer b.StartTimer()
-			pod, script := finishedBuildPod(b, p, nsPod, job.Name)
-			podScript += script.total()
-			podPull += script.pulled.Sub(script.started)
-			created, terminated, _ := seen.get(pod.Name)
-			if created.IsZero() || terminated.IsZero() {
-				b.Fatalf("pod %s: created seen %v, terminated seen %v", pod.Name, created, terminated)
-			}
-			toPod += created.Sub(start)
-			toScript += script.started.Sub(created)
-			toReport += terminated.Sub(script.finished)
-			reportToFinal += end.Sub(terminated)
+			split.add(b, p, seen, nsPod, job.Name, start, end)
 			// Its base-store container may still run, and then the
 			// node's pull of the store: not into the next build.
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			podContainersDone(ctx, b, p, nsPod, job.Name)
-			waitStoreWarmPod(b, p, nsPod)
+			waitStoreMade(b, p, nsPod, job.Name)
 		}
 		inTurn(i, runInproc, runPod)
 	}
@@ -229,12 +204,43 @@ func BenchmarkBackendsCold(b *testing.B) {
 	b.ReportMetric(inproc.Seconds()/n, "inprocess-cold-s/op")
 	b.ReportMetric(viaPod.Seconds()/n, "buildahpod-cold-s/op")
 	b.ReportMetric((viaPod-inproc).Seconds()/n, "pod-overhead-s/op")
-	b.ReportMetric(podPull.Seconds()/n, "pod-script-pull-s/op")
-	b.ReportMetric(toScript.Seconds()/n, "pod-created-to-script-start-s/op")
+	b.ReportMetric(split.pull.Seconds()/n, "pod-script-pull-s/op")
+	b.ReportMetric(split.toScript.Seconds()/n, "pod-created-to-script-start-s/op")
 	b.Logf("%d cold builds each: inprocess %.2fs/op, buildahpod %.2fs/op (+%.2fs; spec -> pod created %.2fs, pod created -> script start %.2fs, its script %.2fs, of which the base pull %.2fs, script end -> kubelet report %.2fs, report -> job final %.2fs)",
-		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, (viaPod-inproc).Seconds()/n, toPod.Seconds()/n, toScript.Seconds()/n,
-		podScript.Seconds()/n, podPull.Seconds()/n, toReport.Seconds()/n, reportToFinal.Seconds()/n)
+		b.N, inproc.Seconds()/n, viaPod.Seconds()/n, (viaPod-inproc).Seconds()/n, split.toPod.Seconds()/n, split.toScript.Seconds()/n,
+		split.script().Seconds()/n, split.pull.Seconds()/n, split.toReport.Seconds()/n, split.reportToFinal.Seconds()/n)
 }
+
+// podBuildSplit sums the parts of timed pod builds: spec write -> pod
+// created (the controller), pod created -> script start, the script's
+// pull, build and push, script end -> the kubelet's report reaching a pod
+// watch, and that report -> the job final.
+type podBuildSplit struct {
+	toPod, toScript, pull, build, push, toReport, reportToFinal time.Duration
+}
+
+// add adds the parts of job's finished build pod in ns, whose spec was
+// written at start and whose job was final at end; seen watches ns. It
+// returns the pod's name.
+func (s *podBuildSplit) add(b *testing.B, p *PodEnv, seen *podTimes, ns, job string, start, end time.Time) string {
+	b.Helper()
+	pod, script := finishedBuildPod(b, p, ns, job)
+	created, terminated, _ := seen.get(pod.Name)
+	if created.IsZero() || terminated.IsZero() {
+		b.Fatalf("pod %s: created seen %v, terminated seen %v", pod.Name, created, terminated)
+	}
+	s.toPod += created.Sub(start)
+	s.toScript += script.started.Sub(created)
+	s.pull += script.pulled.Sub(script.started)
+	s.build += script.built.Sub(script.pulled)
+	s.push += script.finished.Sub(script.built)
+	s.toReport += terminated.Sub(script.finished)
+	s.reportToFinal += end.Sub(terminated)
+	return pod.Name
+}
+
+// script is the build scripts' whole time.
+func (s *podBuildSplit) script() time.Duration { return s.pull + s.build + s.push }
 
 // finishedBuildPod reads the build pod of a finished job and the build
 // script's times from its termination message.
@@ -365,12 +371,7 @@ func BenchmarkRegistryCache(b *testing.B) {
 		// The first pod makes the namespace's base store after its job
 		// ended; a rebuild later than that mounts it.
 		b.StopTimer()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		podContainersDone(ctx, b, p, nsCache, first)
-		cancel()
-		made := time.Now()
-		waitStoreWarmPod(b, p, nsCache)
-		warming += time.Since(made)
+		warming += waitStoreMade(b, p, nsCache, first)
 		b.StartTimer()
 		start := time.Now()
 		updateSpec(b, cCache, nsCache, "cached", func(s *v1alpha1.ImageSpecSpec) { s.Packages.Pip = append(s.Packages.Pip, "e2e-extra") })
